@@ -1,0 +1,148 @@
+"""The GpuVm resource as the operator reads it: names, the spec, and its validation.
+
+The CRD's schema makes a real apiserver reject bad specs, but the operator must not trust that:
+objects may come from an apiserver without validation, from before a CRD upgrade, or from a
+hand-edited etcd. So the same rules are checked here and a violation becomes
+``Ready=False, reason InvalidSpec`` naming the field — never an exception in a handler.
+The patterns below are the CRD's own (a test keeps them equal).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from controller.power import DeletionPolicy, DesiredState, DriftPolicy
+
+GROUP = "gpuvm.dev"
+VERSION = "v1alpha1"
+PLURAL = "gpuvms"
+KIND = "GpuVm"
+
+SUBSCRIPTION_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+RESOURCE_GROUP_PATTERN = r"^[-\w.()]{0,89}[-\w()]$"
+VM_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"
+RESOURCE_ID_PATTERN = (
+    r"^/[Ss]ubscriptions/([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})"
+    r"/[Rr]esource[Gg]roups/([-\w.()]{0,89}[-\w()])"
+    r"/[Pp]roviders/[Mm]icrosoft\.[Cc]ompute/[Vv]irtual[Mm]achines/([A-Za-z0-9_][A-Za-z0-9_.-]{0,63})$"
+)
+
+# re.ASCII: the apiserver evaluates these with Go's RE2, where \w is ASCII-only.
+_SUBSCRIPTION = re.compile(SUBSCRIPTION_PATTERN, re.ASCII)
+_RESOURCE_GROUP = re.compile(RESOURCE_GROUP_PATTERN, re.ASCII)
+_VM_NAME = re.compile(VM_NAME_PATTERN, re.ASCII)
+_RESOURCE_ID = re.compile(RESOURCE_ID_PATTERN, re.ASCII)
+
+
+@dataclass(frozen=True)
+class VmRef:
+    """Which Azure VM. ARM names are case-insensitive, so identity uses ``key``."""
+
+    subscription_id: str
+    resource_group: str
+    name: str
+
+    @property
+    def resource_id(self) -> str:
+        return (
+            f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
+            f"/providers/Microsoft.Compute/virtualMachines/{self.name}"
+        )
+
+    @property
+    def key(self) -> str:
+        return self.resource_id.lower()
+
+
+@dataclass(frozen=True)
+class GpuVmSpec:
+    vm: VmRef
+    desired_state: DesiredState
+    drift_policy: DriftPolicy
+    deletion_policy: DeletionPolicy
+
+
+@dataclass(frozen=True)
+class SpecError:
+    """A spec the operator cannot act on; ``field`` uses the apiserver's dotted path style."""
+
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
+
+
+def _enum(spec: Mapping[str, Any], name: str, enum_type: type, default: Any) -> Any:
+    value = spec.get(name, default.value)
+    try:
+        return enum_type(value)
+    except ValueError:
+        allowed = ", ".join(f'"{m.value}"' for m in enum_type)
+        raise _Invalid(f"spec.{name}", f'unsupported value "{value}": supported values: {allowed}') from None
+
+
+class _Invalid(Exception):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.error = SpecError(field, message)
+
+
+def _string(vm: Mapping[str, Any], name: str, pattern: re.Pattern[str], what: str) -> str:
+    value = vm.get(name)
+    if not isinstance(value, str):
+        raise _Invalid(f"spec.vm.{name}", f"must be a string, got {type(value).__name__}")
+    if not pattern.fullmatch(value):
+        raise _Invalid(f"spec.vm.{name}", f'"{value}" is not {what}')
+    return value
+
+
+def _vm_ref(vm: Any, default_subscription: str | None) -> VmRef:
+    if not isinstance(vm, Mapping):
+        raise _Invalid("spec.vm", "required: give resourceId, or resourceGroup and name")
+    by_id = "resourceId" in vm
+    by_name = "resourceGroup" in vm or "name" in vm
+    if by_id and (by_name or "subscriptionId" in vm):
+        raise _Invalid("spec.vm", "give either resourceId, or resourceGroup and name (with an optional subscriptionId), not both")
+    if by_id:
+        rid = vm["resourceId"]
+        if not isinstance(rid, str) or not (m := _RESOURCE_ID.fullmatch(rid)):
+            raise _Invalid(
+                "spec.vm.resourceId",
+                f'"{rid}" is not a VM resource id '
+                "(/subscriptions/<uuid>/resourceGroups/<group>/providers/Microsoft.Compute/virtualMachines/<name>)",
+            )
+        return VmRef(subscription_id=m.group(1).lower(), resource_group=m.group(2), name=m.group(3))
+    if "resourceGroup" not in vm or "name" not in vm:
+        missing = "resourceGroup" if "resourceGroup" not in vm else "name"
+        raise _Invalid(f"spec.vm.{missing}", "required: give resourceId, or resourceGroup and name")
+    group = _string(vm, "resourceGroup", _RESOURCE_GROUP, "a resource group name")
+    name = _string(vm, "name", _VM_NAME, "a VM name")
+    if "subscriptionId" in vm:
+        subscription = _string(vm, "subscriptionId", _SUBSCRIPTION, "a subscription id (a UUID)")
+    elif default_subscription:
+        subscription = default_subscription
+    else:
+        raise _Invalid(
+            "spec.vm.subscriptionId",
+            "required: this operator has no default subscription (set --subscription-id or AZURE_SUBSCRIPTION_ID)",
+        )
+    return VmRef(subscription_id=subscription.lower(), resource_group=group, name=name)
+
+
+def parse_spec(spec: Any, *, default_subscription: str | None) -> GpuVmSpec | SpecError:
+    """Turn ``.spec`` into a GpuVmSpec, or say which field is wrong and how."""
+    if not isinstance(spec, Mapping):
+        return SpecError("spec", "required")
+    try:
+        return GpuVmSpec(
+            vm=_vm_ref(spec.get("vm"), default_subscription),
+            desired_state=_enum(spec, "desiredState", DesiredState, DesiredState.DEALLOCATED),
+            drift_policy=_enum(spec, "driftPolicy", DriftPolicy, DriftPolicy.ENFORCE),
+            deletion_policy=_enum(spec, "deletionPolicy", DeletionPolicy, DeletionPolicy.RETAIN),
+        )
+    except _Invalid as e:
+        return e.error

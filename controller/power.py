@@ -1,0 +1,190 @@
+"""Power states, intents and what one look at a VM tells us.
+
+Azure reports a VM's state as a list of instance-view statuses such as
+``ProvisioningState/succeeded`` and ``PowerState/running``. The list has no fixed order and the
+PowerState entry can be missing altogether (documented, and the cause of the ``statuses[1]``
+crashes in the scripts this project replaces), so parsing looks for codes by prefix and turns
+absence into ``PowerState.UNKNOWN`` instead of guessing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from controller.reasons import Failure
+
+
+class PowerState(str, enum.Enum):
+    """The VM's power state as the GpuVm status shows it (``status.powerState``)."""
+
+    STARTING = "Starting"
+    RUNNING = "Running"
+    STOPPING = "Stopping"
+    STOPPED = "Stopped"
+    DEALLOCATING = "Deallocating"
+    DEALLOCATED = "Deallocated"
+    UNKNOWN = "Unknown"
+
+    @property
+    def settled(self) -> bool:
+        """A state Azure leaves a VM in until someone asks for something else."""
+        return self in (PowerState.RUNNING, PowerState.STOPPED, PowerState.DEALLOCATED)
+
+    @property
+    def transitional(self) -> bool:
+        return self in (PowerState.STARTING, PowerState.STOPPING, PowerState.DEALLOCATING)
+
+    @property
+    def billed(self) -> bool:
+        """Compute is billed from starting to stopped; only (de)allocating/deallocated is free."""
+        return self in (PowerState.STARTING, PowerState.RUNNING, PowerState.STOPPING, PowerState.STOPPED)
+
+
+class ProvisioningState(str, enum.Enum):
+    CREATING = "Creating"
+    UPDATING = "Updating"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    DELETING = "Deleting"
+    MIGRATING = "Migrating"
+    UNKNOWN = "Unknown"
+
+    @property
+    def busy(self) -> bool:
+        """Azure is working on the VM: a new power operation would be refused with 409."""
+        return self in (
+            ProvisioningState.CREATING,
+            ProvisioningState.UPDATING,
+            ProvisioningState.DELETING,
+            ProvisioningState.MIGRATING,
+        )
+
+
+class DesiredState(str, enum.Enum):
+    """What ``spec.desiredState`` may ask for. ``Stopped`` is absent on purpose: it is billed."""
+
+    RUNNING = "Running"
+    DEALLOCATED = "Deallocated"
+
+    @property
+    def power_state(self) -> PowerState:
+        return PowerState(self.value)
+
+
+class DriftPolicy(str, enum.Enum):
+    ENFORCE = "Enforce"
+    REPORT = "Report"
+
+
+class DeletionPolicy(str, enum.Enum):
+    RETAIN = "Retain"
+    DEALLOCATE = "Deallocate"
+
+
+class Action(str, enum.Enum):
+    """A power operation the operator may request. One per VM in flight, at most."""
+
+    START = "Start"
+    DEALLOCATE = "Deallocate"
+
+    @property
+    def target(self) -> PowerState:
+        return PowerState.RUNNING if self is Action.START else PowerState.DEALLOCATED
+
+    @property
+    def transient(self) -> PowerState:
+        return PowerState.STARTING if self is Action.START else PowerState.DEALLOCATING
+
+    @property
+    def verb(self) -> str:
+        return "start" if self is Action.START else "deallocate"
+
+
+class Trigger(str, enum.Enum):
+    """Why an operation was requested (``status.lastOperation.trigger``)."""
+
+    SPEC = "Spec"
+    DRIFT = "Drift"
+    DELETION = "Deletion"
+
+
+_POWER_CODES: Mapping[str, PowerState] = {
+    "starting": PowerState.STARTING,
+    "running": PowerState.RUNNING,
+    "stopping": PowerState.STOPPING,
+    "stopped": PowerState.STOPPED,
+    "deallocating": PowerState.DEALLOCATING,
+    "deallocated": PowerState.DEALLOCATED,
+}
+
+_PROVISIONING_CODES: Mapping[str, ProvisioningState] = {s.value.lower(): s for s in ProvisioningState}
+
+
+@dataclass(frozen=True)
+class ParsedStatuses:
+    power_state: PowerState
+    provisioning_state: ProvisioningState
+    provisioning_error: str | None = None  # the error code of ``ProvisioningState/failed/<code>``
+    hibernated: bool = False
+
+
+def parse_statuses(codes: Iterable[str | None]) -> ParsedStatuses:
+    """Read power and provisioning state from instance-view status codes, in any order.
+
+    Unknown power codes (``PowerState/unknown``, anything new Azure invents) map to UNKNOWN;
+    so does a missing entry. Codes are compared case-insensitively as Azure's casing varies.
+    """
+    power = PowerState.UNKNOWN
+    provisioning = ProvisioningState.UNKNOWN
+    error: str | None = None
+    hibernated = False
+    for code in codes:
+        if not code:
+            continue
+        parts = code.split("/")
+        kind = parts[0].lower()
+        value = parts[1].lower() if len(parts) > 1 else ""
+        if kind == "powerstate":
+            power = _POWER_CODES.get(value, PowerState.UNKNOWN)
+        elif kind == "provisioningstate":
+            provisioning = _PROVISIONING_CODES.get(value, ProvisioningState.UNKNOWN)
+            error = "/".join(parts[2:]) or None
+        elif kind == "hibernationstate":
+            hibernated = value == "hibernated"
+    return ParsedStatuses(power, provisioning, error, hibernated)
+
+
+@dataclass(frozen=True)
+class VmFacts:
+    """What does not change with power: shown in ``status.vm``."""
+
+    resource_id: str
+    name: str
+    vm_id: str | None = None
+    size: str | None = None
+    location: str | None = None
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One look at a VM, from whichever source: a GET, a list page, or a finished operation.
+
+    ``tags`` is None when the source does not carry them reliably (statusOnly list pages):
+    the tag guard then keeps the last tags it saw instead of treating the VM as untagged.
+    """
+
+    power_state: PowerState
+    provisioning_state: ProvisioningState
+    observed_at: dt.datetime
+    facts: VmFacts | None = None
+    tags: Mapping[str, str] | None = None
+    provisioning_failure: Failure | None = None  # from ProvisioningState/failed/<code>, translated
+    source: str = "get"
+
+    @property
+    def busy(self) -> bool:
+        """Azure is in the middle of something on this VM: asking for more now gets a 409."""
+        return self.power_state.transitional or self.provisioning_state.busy

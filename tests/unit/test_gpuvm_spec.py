@@ -1,0 +1,114 @@
+"""Spec parsing in the operator agrees with the CRD, and names the field when it cannot act."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from controller import gpuvm
+from controller.gpuvm import GpuVmSpec, SpecError, VmRef, parse_spec
+from controller.power import DeletionPolicy, DesiredState, DriftPolicy
+
+SUB = "3f2c1a7e-0d4b-4c52-9a51-6f0e1d2c3b4a"
+RID = f"/subscriptions/{SUB}/resourceGroups/rg-gpu/providers/Microsoft.Compute/virtualMachines/vm-a100-01"
+CRD = Path(__file__).parents[2] / "deploy" / "crds" / "gpuvms.gpuvm.dev.yaml"
+
+
+def crd_schema() -> dict:
+    crd = yaml.safe_load(CRD.read_text())
+    (version,) = crd["spec"]["versions"]
+    return version["schema"]["openAPIV3Schema"]
+
+
+def test_crd_patterns_are_the_parsers_patterns() -> None:
+    vm = crd_schema()["properties"]["spec"]["properties"]["vm"]["properties"]
+    assert vm["resourceId"]["pattern"] == gpuvm.RESOURCE_ID_PATTERN
+    assert vm["subscriptionId"]["pattern"] == gpuvm.SUBSCRIPTION_PATTERN
+    assert vm["resourceGroup"]["pattern"] == gpuvm.RESOURCE_GROUP_PATTERN
+    assert vm["name"]["pattern"] == gpuvm.VM_NAME_PATTERN
+
+
+def test_crd_enums_and_defaults_are_the_parsers() -> None:
+    spec = crd_schema()["properties"]["spec"]["properties"]
+    assert spec["desiredState"]["enum"] == [s.value for s in DesiredState]
+    assert spec["driftPolicy"]["enum"] == [s.value for s in DriftPolicy]
+    assert spec["deletionPolicy"]["enum"] == [s.value for s in DeletionPolicy]
+    assert (spec["desiredState"]["default"], spec["driftPolicy"]["default"], spec["deletionPolicy"]["default"]) == (
+        "Deallocated",
+        "Enforce",
+        "Retain",
+    )
+
+
+def test_by_resource_id_with_defaults() -> None:
+    parsed = parse_spec({"vm": {"resourceId": RID}}, default_subscription=None)
+    assert parsed == GpuVmSpec(
+        vm=VmRef(SUB, "rg-gpu", "vm-a100-01"),
+        desired_state=DesiredState.DEALLOCATED,
+        drift_policy=DriftPolicy.ENFORCE,
+        deletion_policy=DeletionPolicy.RETAIN,
+    )
+    assert parsed.vm.resource_id == RID
+
+
+def test_resource_id_casing_variants_name_the_same_vm() -> None:
+    # Azure CLI and portal disagree on casing; ARM treats all of these as one VM.
+    other = (
+        f"/subscriptions/{SUB.upper()}/resourcegroups/RG-GPU/providers/microsoft.compute/virtualmachines/VM-A100-01"
+    )
+    a = parse_spec({"vm": {"resourceId": RID}}, default_subscription=None)
+    b = parse_spec({"vm": {"resourceId": other}}, default_subscription=None)
+    assert isinstance(a, GpuVmSpec) and isinstance(b, GpuVmSpec)
+    assert a.vm.key == b.vm.key
+
+
+def test_by_name_uses_the_operators_default_subscription() -> None:
+    parsed = parse_spec(
+        {"vm": {"resourceGroup": "rg-gpu", "name": "vm-1"}, "desiredState": "Running", "driftPolicy": "Report",
+         "deletionPolicy": "Deallocate"},
+        default_subscription=SUB.upper(),
+    )
+    assert parsed == GpuVmSpec(VmRef(SUB, "rg-gpu", "vm-1"), DesiredState.RUNNING, DriftPolicy.REPORT, DeletionPolicy.DEALLOCATE)
+
+
+@pytest.mark.parametrize(
+    ("spec", "field", "fragment"),
+    [
+        (None, "spec", "required"),
+        ({}, "spec.vm", "required"),
+        ({"vm": "vm-1"}, "spec.vm", "required"),
+        ({"vm": {"resourceId": "/subscriptions/x/vm"}}, "spec.vm.resourceId", "is not a VM resource id"),
+        ({"vm": {"resourceId": RID + "\n"}}, "spec.vm.resourceId", "is not a VM resource id"),
+        ({"vm": {"resourceId": RID, "name": "x"}}, "spec.vm", "not both"),
+        ({"vm": {"resourceId": RID, "subscriptionId": SUB}}, "spec.vm", "not both"),
+        ({"vm": {"resourceGroup": "rg"}}, "spec.vm.name", "required"),
+        ({"vm": {"name": "vm-1"}}, "spec.vm.resourceGroup", "required"),
+        ({"vm": {"resourceGroup": "rg", "name": "vm/1"}}, "spec.vm.name", "is not a VM name"),
+        ({"vm": {"resourceGroup": "rg.", "name": "vm"}}, "spec.vm.resourceGroup", "is not a resource group name"),
+        ({"vm": {"resourceGroup": "rg", "name": 7}}, "spec.vm.name", "must be a string"),
+        ({"vm": {"resourceGroup": "rg", "name": "vm", "subscriptionId": "nope"}}, "spec.vm.subscriptionId", "UUID"),
+        ({"vm": {"resourceId": RID}, "desiredState": "Stopped"}, "spec.desiredState", 'unsupported value "Stopped"'),
+        ({"vm": {"resourceId": RID}, "driftPolicy": "Ignore"}, "spec.driftPolicy", '"Enforce", "Report"'),
+        ({"vm": {"resourceId": RID}, "deletionPolicy": "Delete"}, "spec.deletionPolicy", '"Retain", "Deallocate"'),
+    ],
+)
+def test_invalid_specs_name_the_field(spec: object, field: str, fragment: str) -> None:
+    parsed = parse_spec(spec, default_subscription=SUB)
+    assert isinstance(parsed, SpecError)
+    assert parsed.field == field
+    assert fragment in parsed.message
+
+
+def test_name_without_subscription_and_no_default() -> None:
+    parsed = parse_spec({"vm": {"resourceGroup": "rg", "name": "vm"}}, default_subscription=None)
+    assert parsed == SpecError(
+        "spec.vm.subscriptionId",
+        "required: this operator has no default subscription (set --subscription-id or AZURE_SUBSCRIPTION_ID)",
+    )
+
+
+def test_unicode_word_characters_are_refused_like_go_re2_does() -> None:
+    parsed = parse_spec({"vm": {"resourceGroup": "rg-ü", "name": "vm"}}, default_subscription=SUB)
+    assert isinstance(parsed, SpecError) and parsed.field == "spec.vm.resourceGroup"

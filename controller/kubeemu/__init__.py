@@ -1,0 +1,12 @@
+"""An in-process Kubernetes API emulator for CI, the demo and benchmarks.
+
+A real kube-apiserver cannot run here, so the operator is exercised against this emulator,
+which answers kopf and the official ``kubernetes`` client the way kube-apiserver v1.36 does
+for the subset they use: discovery, CRUD with resourceVersion/generation bookkeeping, status
+subresources, finalizers, selectors, paging, resumable watches with bookmarks, and CRD schema
+pruning/defaulting/validation including CEL rules. Divergences are listed in README.md here.
+"""
+
+from .server import CrdLoadError, KubeEmulator
+
+__all__ = ["KubeEmulator", "CrdLoadError"]

@@ -19,13 +19,13 @@ import urllib3
 from kubernetes import client
 
 from controller.kubeemu import KubeEmulator
+from controller.sandbox import crd_files, wait_for
 from controller.serving import ServerThread
-from tests.support import wait_for
 
 DATA = Path(__file__).parent / "data"
 ROOT = Path(__file__).parents[2]
 KUBEEMU_CRDS = [DATA / "kubeemu-widgets.yaml"]
-PROJECT_CRDS = sorted((ROOT / "deploy" / "crds").glob("*.yaml"))
+PROJECT_CRDS = crd_files(ROOT / "deploy" / "crds")
 
 
 @pytest.fixture

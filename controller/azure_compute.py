@@ -1,0 +1,322 @@
+"""The Azure adapter: every call to the Compute SDK, and every translation of its errors.
+
+Nothing else in the operator imports ``azure.mgmt``. Callers get ``Observation`` values or an
+``AzureFailureError`` carrying a ``Failure`` whose reason and message a user can act on; SDK
+exceptions, tracebacks and raw credential-chain dumps never leave this module.
+
+Errors are classified by Azure's ``error.code`` first (the SDK's exception types are misleading:
+a 409 arrives as ``ResourceExistsError``, a failed start as an ``HttpResponseError`` with status
+200), then by HTTP status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import re
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from azure.core.credentials_async import AsyncTokenCredential
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.core.pipeline.policies import AsyncRetryPolicy
+from azure.identity import CredentialUnavailableError
+from azure.mgmt.compute.aio import ComputeManagementClient
+
+from controller.credentials import CredentialMode, diagnose
+from controller.gpuvm import VmRef
+from controller.power import (
+    Action,
+    Observation,
+    ProvisioningState,
+    VmFacts,
+    parse_statuses,
+)
+from controller.reasons import ALLOCATION_CODES, QUOTA_CODES, Failure, Reason
+
+log = logging.getLogger(__name__)
+
+PUBLIC_ARM = "https://management.azure.com"
+ROLE_NAME = "GpuVm Power Operator"
+ROLE_FILE = "deploy/azure/gpuvm-power-operator.role.json"
+
+_AUTH_CODES = frozenset(
+    {
+        "AuthenticationFailed",
+        "InvalidAuthenticationToken",
+        "InvalidAuthenticationTokenAudience",
+        "InvalidAuthenticationTokenTenant",
+        "ExpiredAuthenticationToken",
+    }
+)
+_NOT_FOUND_CODES = frozenset({"ResourceNotFound", "ResourceGroupNotFound", "NotFound", "SubscriptionNotFound"})
+_BUSY_CODES = frozenset({"OperationNotAllowed", "Conflict", "OperationPreempted", "RetryableError"})
+_ACTION_IN_MESSAGE = re.compile(r"action '([^']+)'")
+_AADSTS = re.compile(r"(AADSTS\d+:[^\r\n]*)")
+
+
+class AzureFailureError(Exception):
+    """A translated failure; ``failure`` is what status and events show."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(f"{failure.reason.value}: {failure.message}")
+        self.failure = failure
+
+
+def _one_line(text: str, limit: int = 400) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def classify(
+    *,
+    status: int | None,
+    code: str | None,
+    message: str,
+    retry_after: float | None = None,
+    vm: VmRef | None = None,
+) -> Failure:
+    """Azure's answer -> the reason a user sees, with a message saying what to do about it."""
+    code = code or (f"HTTP{status}" if status else "Unknown")
+    text = _one_line(message or code)
+    if code == "AuthorizationFailed" or status == 403:
+        match = _ACTION_IN_MESSAGE.search(message or "")
+        action = match.group(1) if match else "the required action"
+        return Failure(
+            Reason.AUTHORIZATION_FAILED,
+            code,
+            f"the operator's Azure identity may not perform {action}. Assign the custom role "
+            f"'{ROLE_NAME}' ({ROLE_FILE}) to it at the VM's resource group; it grants exactly the actions the "
+            f"operator uses (built-in 'Virtual Machine Contributor' also works but can delete VMs). Azure said: {text}",
+        )
+    if code in _AUTH_CODES or status == 401:
+        hint = (
+            " The token is from another tenant than the subscription's: use an identity of that tenant."
+            if code == "InvalidAuthenticationTokenTenant"
+            else ""
+        )
+        return Failure(Reason.AUTHENTICATION_FAILED, code, f"Azure Resource Manager rejected the operator's token ({code}).{hint} Azure said: {text}")
+    if code in _NOT_FOUND_CODES or status == 404:
+        if code == "ResourceGroupNotFound" and vm is not None:
+            what = f"resource group {vm.resource_group} does not exist in subscription {vm.subscription_id}"
+        elif code == "SubscriptionNotFound" and vm is not None:
+            what = f"subscription {vm.subscription_id} was not found (or the identity cannot see it)"
+        elif vm is not None:
+            what = f"VM {vm.name} was not found in resource group {vm.resource_group} of subscription {vm.subscription_id}"
+        else:
+            what = text
+        return Failure(Reason.VM_NOT_FOUND, code, f"{what}; check spec.vm")
+    if code in ALLOCATION_CODES:
+        return Failure(
+            Reason.ALLOCATION_FAILED,
+            code,
+            f"Azure has no capacity for this VM size right now ({code}); retrying with back-off. "
+            f"A capacity reservation, another zone or another size avoids this. Azure said: {text}",
+        )
+    if code in QUOTA_CODES and "quota" in (message or "").lower():
+        return Failure(
+            Reason.QUOTA_EXCEEDED,
+            code,
+            f"starting the VM would exceed a cores quota; request a quota increase for this VM family and region. Azure said: {text}",
+        )
+    if code in ("TooManyRequests", "SubscriptionRequestsThrottled") or status == 429:
+        return Failure(Reason.THROTTLED, code, f"Azure throttled the request; waiting {retry_after or 'a while'} s as asked", retry_after)
+    if code in _BUSY_CODES or status == 409:
+        return Failure(Reason.WAITING_FOR_TRANSITION, code, f"Azure is busy with another operation on the VM: {text}")
+    return Failure(Reason.AZURE_ERROR, code, f"Azure answered {status or ''} {code}: {text}".replace("  ", " "), retry_after)
+
+
+def _retry_after(headers: Mapping[str, str] | None) -> float | None:
+    if not headers:
+        return None
+    value = headers.get("Retry-After") or headers.get("retry-after")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def translate(exc: BaseException, *, mode: CredentialMode, vm: VmRef | None = None, endpoint: str = "") -> Failure:
+    """Any exception from a credential or SDK call -> a Failure. Never re-raises, never a traceback."""
+    if isinstance(exc, AzureFailureError):
+        return exc.failure
+    if isinstance(exc, CredentialUnavailableError):
+        return Failure(Reason.AUTHENTICATION_FAILED, "CredentialUnavailable", diagnose(mode))
+    if isinstance(exc, ClientAuthenticationError) and getattr(exc, "response", None) is None:
+        # The token request itself failed (Entra ID answered, or no credential in the chain worked).
+        aad = _AADSTS.search(str(exc))
+        if aad:
+            return Failure(
+                Reason.AUTHENTICATION_FAILED,
+                "TokenRequestFailed",
+                f"Microsoft Entra ID refused the '{mode.value}' credential: {_one_line(aad.group(1), 300)}",
+            )
+        return Failure(Reason.AUTHENTICATION_FAILED, "CredentialUnavailable", diagnose(mode))
+    if isinstance(exc, HttpResponseError):
+        error = getattr(exc, "error", None)
+        code = getattr(error, "code", None)
+        message = getattr(error, "message", None) or exc.message or str(exc)
+        response = getattr(exc, "response", None)
+        status = exc.status_code
+        headers = response.headers if response is not None else None
+        # A failed long-running operation arrives with the status call's own 200.
+        return classify(status=None if status == 200 else status, code=code, message=message, retry_after=_retry_after(headers), vm=vm)
+    if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
+        return Failure(Reason.AZURE_ERROR, "ConnectionError", f"could not reach Azure Resource Manager at {endpoint}: {_one_line(str(exc), 200)}")
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return Failure(Reason.AZURE_ERROR, "Timeout", f"Azure did not answer in time ({endpoint})")
+    return Failure(Reason.AZURE_ERROR, type(exc).__name__, _one_line(str(exc) or type(exc).__name__, 300))
+
+
+class _OwnThrottlingRetryPolicy(AsyncRetryPolicy):
+    """azure-core's retries, minus 429: throttling is paced per subscription by the operator.
+
+    Left to azure-core, every throttled call would sleep its own Retry-After and retry blindly;
+    the operator instead turns a 429 into a ``Throttled`` failure and backs off as a whole.
+    """
+
+    def is_retry(self, settings: dict[str, Any], response: Any) -> bool:
+        if response.http_response.status_code == 429:
+            return False
+        return super().is_retry(settings, response)
+
+
+@dataclass(frozen=True)
+class AzureSettings:
+    endpoint: str = PUBLIC_ARM
+    credential_scope: str | None = None  # default: <endpoint>/.default
+    ca_bundle: str | None = None
+    credential_mode: CredentialMode = CredentialMode.AUTO
+    polling_interval: float = 10.0  # LRO status polls; Azure's Retry-After overrides it
+    request_timeout: float = 30.0
+    operation_timeout: float = 1800.0  # a start that has not finished in 30 min is reported, not awaited forever
+    retry_total: int = 3
+
+    @property
+    def scope(self) -> str:
+        return self.credential_scope or f"{self.endpoint.rstrip('/')}/.default"
+
+
+def observation_from_model(vm: Any, *, now: dt.datetime, source: str) -> Observation:
+    """Build an Observation from an SDK ``VirtualMachine`` (GET with instanceView, or a list page)."""
+    statuses = list(getattr(getattr(vm, "instance_view", None), "statuses", None) or [])
+    parsed = parse_statuses(s.code for s in statuses)
+    failure = None
+    if parsed.provisioning_state is ProvisioningState.FAILED and parsed.provisioning_error:
+        detail = next((s.message or s.display_status for s in statuses if (s.code or "").lower().startswith("provisioningstate/failed")), "")
+        failure = classify(status=None, code=parsed.provisioning_error, message=detail or parsed.provisioning_error)
+    hardware = getattr(vm, "hardware_profile", None)
+    facts = VmFacts(
+        resource_id=vm.id,
+        name=vm.name,
+        vm_id=getattr(vm, "vm_id", None),
+        size=getattr(hardware, "vm_size", None),
+        location=vm.location,
+    )
+    return Observation(
+        power_state=parsed.power_state,
+        provisioning_state=parsed.provisioning_state,
+        observed_at=now,
+        facts=facts,
+        tags=dict(vm.tags or {}) if source == "get" else None,
+        provisioning_failure=failure,
+        source=source,
+    )
+
+
+class AzureCompute:
+    """One long-lived adapter per operator: clients per subscription over one credential."""
+
+    def __init__(
+        self,
+        credential: AsyncTokenCredential,
+        settings: AzureSettings,
+        *,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc),
+    ) -> None:
+        self._credential = credential
+        self.settings = settings
+        self._clock = clock
+        self._clients: dict[str, ComputeManagementClient] = {}
+
+    def _client(self, subscription_id: str) -> ComputeManagementClient:
+        client = self._clients.get(subscription_id)
+        if client is None:
+            s = self.settings
+            client = ComputeManagementClient(
+                self._credential,
+                subscription_id,
+                base_url=s.endpoint,
+                credential_scopes=[s.scope],
+                connection_verify=s.ca_bundle or True,
+                polling_interval=s.polling_interval,
+                retry_policy=_OwnThrottlingRetryPolicy(retry_total=s.retry_total, retry_backoff_max=10),
+                connection_timeout=min(10.0, s.request_timeout),
+                read_timeout=s.request_timeout,
+                logging_enable=False,
+            )
+            self._clients[subscription_id] = client
+        return client
+
+    def _fail(self, exc: BaseException, vm: VmRef | None = None) -> AzureFailureError:
+        failure = translate(exc, mode=self.settings.credential_mode, vm=vm, endpoint=self.settings.endpoint)
+        log.debug("Azure call failed: %s %s", failure.reason.value, failure.code)
+        return AzureFailureError(failure)
+
+    async def check_credential(self) -> dt.datetime:
+        """Acquire one token for the ARM scope; returns its expiry. Raises AzureFailureError."""
+        try:
+            token = await self._credential.get_token(self.settings.scope)
+        except Exception as exc:  # noqa: BLE001 - every credential failure is translated
+            raise self._fail(exc) from None
+        return dt.datetime.fromtimestamp(token.expires_on, dt.timezone.utc)
+
+    async def observe(self, vm: VmRef) -> Observation:
+        """GET the VM with its instance view: power, provisioning, facts and tags in one read."""
+        try:
+            model = await self._client(vm.subscription_id).virtual_machines.get(
+                vm.resource_group, vm.name, expand="instanceView"
+            )
+        except Exception as exc:  # noqa: BLE001
+            raise self._fail(exc, vm) from None
+        return observation_from_model(model, now=self._clock(), source="get")
+
+    async def list_observations(self, subscription_id: str) -> AsyncIterator[tuple[str, Observation]]:
+        """Every VM of a subscription with its power state, one page per request (statusOnly)."""
+        client = self._client(subscription_id)
+        try:
+            async for model in client.virtual_machines.list_all(status_only="true"):
+                yield model.id.lower(), observation_from_model(model, now=self._clock(), source="list")
+        except Exception as exc:  # noqa: BLE001
+            raise self._fail(exc) from None
+
+    async def begin(self, vm: VmRef, action: Action) -> Any:
+        """Send the power operation; returns the poller once Azure accepted it (202)."""
+        operations = self._client(vm.subscription_id).virtual_machines
+        begin = operations.begin_start if action is Action.START else operations.begin_deallocate
+        try:
+            return await begin(vm.resource_group, vm.name)
+        except Exception as exc:  # noqa: BLE001
+            raise self._fail(exc, vm) from None
+
+    async def finish(self, poller: Any, vm: VmRef) -> None:
+        """Follow an accepted operation to its end (bounded); raises AzureFailureError if it failed."""
+        try:
+            await asyncio.wait_for(poller.result(), timeout=self.settings.operation_timeout)
+        except Exception as exc:  # noqa: BLE001
+            raise self._fail(exc, vm) from None
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.close()
+        self._clients.clear()
+        close = getattr(self._credential, "close", None)
+        if close is not None:
+            await close()

@@ -1,0 +1,177 @@
+"""Configuration of ``gpuvm-operator run``: flags, each with an environment variable.
+
+Environment variables exist because Deployments configure containers that way (a ConfigMap via
+``envFrom``); flags win over them. Every value is checked at start-up and a bad one stops the
+operator with one readable line instead of a traceback deep in a handler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from controller.azure_compute import PUBLIC_ARM, AzureSettings
+from controller.credentials import CredentialMode, CredentialSettings
+from controller.decide import Timing
+from controller.engine import EngineSettings
+from controller.gpuvm import SUBSCRIPTION_PATTERN
+from controller.guard import DEFAULT_MANAGED_TAG, GuardSettings, parse_tag_setting
+
+# Azure clouds: ARM endpoint and Entra ID authority host.
+CLOUDS: Mapping[str, tuple[str, str]] = {
+    "AzureCloud": (PUBLIC_ARM, "https://login.microsoftonline.com"),
+    "AzureUSGovernment": ("https://management.usgovcloudapi.net", "https://login.microsoftonline.us"),
+    "AzureChinaCloud": ("https://management.chinacloudapi.cn", "https://login.chinacloudapi.cn"),
+}
+
+
+class ConfigError(ValueError):
+    """A configuration value the operator cannot start with; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    azure: AzureSettings = AzureSettings()
+    credential: CredentialSettings = CredentialSettings()
+    engine: EngineSettings = EngineSettings()
+    namespaces: tuple[str, ...] = ()  # empty: all namespaces
+    liveness: str | None = None
+    kube_server: str | None = None  # an emulator (plain http); otherwise in-cluster or kubeconfig
+    kubeconfig: str | None = None
+    peering: str | None = None  # None: standalone (one replica)
+    priority: int = 0
+    status_workers: int = 4
+
+    @property
+    def clusterwide(self) -> bool:
+        return not self.namespaces
+
+
+def _env(env: Mapping[str, str], *names: str) -> str | None:
+    return next((env[n] for n in names if env.get(n)), None)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, env: Mapping[str, str] | None = None) -> None:
+    env = os.environ if env is None else env
+    azure = parser.add_argument_group("Azure")
+    azure.add_argument("--cloud", choices=sorted(CLOUDS), default=_env(env, "GPUVM_CLOUD") or "AzureCloud",
+                       help="Azure cloud: sets the ARM endpoint and sign-in authority (env GPUVM_CLOUD)")
+    azure.add_argument("--arm-endpoint", default=_env(env, "GPUVM_ARM_ENDPOINT"),
+                       help="ARM endpoint, e.g. the simulator's https://127.0.0.1:PORT (env GPUVM_ARM_ENDPOINT)")
+    azure.add_argument("--credential-scope", default=_env(env, "GPUVM_CREDENTIAL_SCOPE"),
+                       help="token scope; default <ARM endpoint>/.default (env GPUVM_CREDENTIAL_SCOPE)")
+    azure.add_argument("--ca-bundle", default=_env(env, "GPUVM_CA_BUNDLE"),
+                       help="PEM file of CAs to trust for ARM, e.g. the simulator's CA (env GPUVM_CA_BUNDLE)")
+    azure.add_argument("--credential", choices=[m.value for m in CredentialMode],
+                       default=_env(env, "GPUVM_CREDENTIAL") or CredentialMode.AUTO.value,
+                       help="identity: auto = DefaultAzureCredential (env GPUVM_CREDENTIAL)")
+    azure.add_argument("--simulator-token-file", default=_env(env, "GPUVM_SIMULATOR_TOKEN_FILE"),
+                       help="file with the simulator's bearer token, for --credential simulator-token")
+    azure.add_argument("--subscription-id", default=_env(env, "GPUVM_SUBSCRIPTION_ID", "AZURE_SUBSCRIPTION_ID"),
+                       help="default subscription for GpuVms that give resourceGroup+name (env AZURE_SUBSCRIPTION_ID)")
+    azure.add_argument("--managed-tag", default=_env(env, "GPUVM_MANAGED_TAG") or "=".join(DEFAULT_MANAGED_TAG),
+                       help="opt-in tag a VM must carry, NAME=VALUE, or 'none' to disable the guard (env GPUVM_MANAGED_TAG)")
+    timing = parser.add_argument_group("timing")
+    timing.add_argument("--resync-interval", type=float, default=float(_env(env, "GPUVM_RESYNC_SECONDS") or 60),
+                        help="seconds between re-observations of settled VMs, to notice drift (env GPUVM_RESYNC_SECONDS)")
+    timing.add_argument("--transition-poll", type=float, default=float(_env(env, "GPUVM_TRANSITION_POLL_SECONDS") or 10),
+                        help="seconds between looks at a VM Azure is transitioning (env GPUVM_TRANSITION_POLL_SECONDS)")
+    timing.add_argument("--operation-poll", type=float, default=float(_env(env, "GPUVM_OPERATION_POLL_SECONDS") or 10),
+                        help="seconds between polls of a running operation unless Azure says otherwise")
+    timing.add_argument("--capacity-backoff", type=float, default=float(_env(env, "GPUVM_CAPACITY_BACKOFF_SECONDS") or 60),
+                        help="first back-off after a capacity failure; doubles up to --capacity-backoff-max")
+    timing.add_argument("--capacity-backoff-max", type=float, default=float(_env(env, "GPUVM_CAPACITY_BACKOFF_MAX_SECONDS") or 1800))
+    timing.add_argument("--error-retry", type=float, default=float(_env(env, "GPUVM_ERROR_RETRY_SECONDS") or 30),
+                        help="seconds before retrying after a 5xx or timeout")
+    timing.add_argument("--denied-retry", type=float, default=float(_env(env, "GPUVM_DENIED_RETRY_SECONDS") or 300),
+                        help="seconds before looking again after 401/403/404 or a refusal")
+    kube = parser.add_argument_group("Kubernetes")
+    kube.add_argument("--namespace", action="append", default=None,
+                      help="watch only this namespace (repeatable; env GPUVM_NAMESPACES, comma-separated); default all")
+    kube.add_argument("--all-namespaces", action="store_true", help="watch every namespace (the default)")
+    kube.add_argument("--liveness", default=_env(env, "GPUVM_LIVENESS"),
+                      help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz (env GPUVM_LIVENESS)")
+    kube.add_argument("--kubeconfig", default=_env(env, "KUBECONFIG"), help="kubeconfig outside a cluster")
+    kube.add_argument("--kube-server", default=_env(env, "GPUVM_KUBE_SERVER"),
+                      help="plain-http API server URL (the emulator); overrides in-cluster config and kubeconfig")
+    kube.add_argument("--peering", default=_env(env, "GPUVM_PEERING"),
+                      help="kopf peering name for HA (several replicas, one active); default standalone")
+    kube.add_argument("--priority", type=int, default=int(_env(env, "GPUVM_PRIORITY") or 0),
+                      help="this replica's peering priority (the highest active one works)")
+
+
+def _check_positive(name: str, value: float) -> float:
+    if not value > 0:
+        raise ConfigError(f"{name} must be a positive number of seconds, got {value}")
+    return value
+
+
+def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> OperatorConfig:
+    env = os.environ if env is None else env
+    endpoint_default, authority = CLOUDS[args.cloud]
+    endpoint = (args.arm_endpoint or endpoint_default).rstrip("/")
+    if not endpoint.startswith("https://"):
+        raise ConfigError(f"--arm-endpoint must be an https:// URL (bearer tokens are never sent in clear text), got {endpoint}")
+    if args.ca_bundle and not os.path.isfile(args.ca_bundle):
+        raise ConfigError(f"--ca-bundle file does not exist: {args.ca_bundle}")
+    subscription = args.subscription_id
+    if subscription and not re.fullmatch(SUBSCRIPTION_PATTERN, subscription):
+        raise ConfigError(f"--subscription-id must be a subscription UUID, got {subscription!r}")
+    try:
+        managed_tag = parse_tag_setting(args.managed_tag)
+    except ValueError as e:
+        raise ConfigError(f"--managed-tag: {e}") from None
+    mode = CredentialMode(args.credential)
+    token = None
+    if args.simulator_token_file:
+        try:
+            with open(args.simulator_token_file, encoding="utf-8") as f:
+                token = f.read().strip()
+        except OSError as e:
+            raise ConfigError(f"--simulator-token-file cannot be read: {e.strerror}: {args.simulator_token_file}") from None
+    namespaces = tuple(args.namespace or ())
+    if not namespaces and not args.all_namespaces and env.get("GPUVM_NAMESPACES"):
+        namespaces = tuple(n.strip() for n in env["GPUVM_NAMESPACES"].split(",") if n.strip())
+    timing = Timing(
+        resync=_check_positive("--resync-interval", args.resync_interval),
+        transition_poll=_check_positive("--transition-poll", args.transition_poll),
+        capacity_backoff_base=_check_positive("--capacity-backoff", args.capacity_backoff),
+        capacity_backoff_max=_check_positive("--capacity-backoff-max", args.capacity_backoff_max),
+        error_retry=_check_positive("--error-retry", args.error_retry),
+        denied_retry=_check_positive("--denied-retry", args.denied_retry),
+    )
+    return OperatorConfig(
+        azure=AzureSettings(
+            endpoint=endpoint,
+            credential_scope=args.credential_scope,
+            ca_bundle=args.ca_bundle,
+            credential_mode=mode,
+            polling_interval=_check_positive("--operation-poll", args.operation_poll),
+        ),
+        credential=CredentialSettings(
+            mode=mode,
+            authority_host=authority if args.cloud != "AzureCloud" else None,
+            simulator_token=token,
+        ),
+        engine=EngineSettings(
+            timing=timing,
+            guard=GuardSettings(managed_tag=managed_tag),
+            default_subscription=subscription.lower() if subscription else None,
+        ),
+        namespaces=namespaces,
+        liveness=args.liveness,
+        kube_server=args.kube_server,
+        kubeconfig=args.kubeconfig,
+        peering=args.peering,
+        priority=args.priority,
+    )
+
+
+def parse_config(argv: Sequence[str], env: Mapping[str, str] | None = None) -> OperatorConfig:
+    """For tests and the demo: the same parsing as the CLI, from a list of flags."""
+    parser = argparse.ArgumentParser(prog="gpuvm-operator run", exit_on_error=False)
+    add_run_arguments(parser, env)
+    return config_from_args(parser.parse_args(list(argv)), env)

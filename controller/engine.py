@@ -1,0 +1,518 @@
+"""The imperative shell around ``decide``: observe, decide, act, write status — per GpuVm.
+
+kopf gives every GpuVm a daemon (``drive``) that loops over ``step`` until the object goes away
+or the operator is paused by a higher-priority peer; watch events only wake it. All state that
+must survive a restart is in ``status``; what lives here is only what cannot be persisted
+meaningfully: the pollers of operations this process started, a cache of the last observation
+of each VM, and back-off clocks of failed requests.
+
+Concurrency: one event loop, so fields are read and written without locks, but a step must not
+keep stale copies across an ``await`` — inputs to ``decide`` are gathered after the last one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from controller import decide as core
+from controller.azure_compute import AzureCompute, AzureFailureError
+from controller.decide import Decision, RequestFailure, Situation, Timing
+from controller.gpuvm import (
+    GROUP,
+    KIND,
+    VERSION,
+    GpuVmSpec,
+    SpecError,
+    VmRef,
+    parse_spec,
+)
+from controller.guard import GuardSettings, check
+from controller.power import Action, Observation, ProvisioningState
+from controller.reasons import Failure, Reason
+from controller.status import PreviousStatus, merge_patch, read_status, render_status
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], dt.datetime]
+
+# A GpuVm in one of these states can never be acted on by deleting it harder: release it.
+_RELEASE_ON_DELETE = frozenset(
+    {Reason.INVALID_SPEC, Reason.VM_NOT_FOUND, Reason.NOT_MANAGED, Reason.NAMESPACE_NOT_ALLOWED, Reason.DUPLICATE_VM}
+)
+_QUIET_REASONS = frozenset({Reason.RECONCILED, Reason.STARTING, Reason.DEALLOCATING, Reason.WAITING_FOR_TRANSITION})
+
+
+class StatusSink(Protocol):
+    async def patch_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None: ...
+
+
+EventEmitter = Callable[[Mapping[str, Any], str, str, str], None]
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    timing: Timing = Timing()
+    guard: GuardSettings = GuardSettings()
+    default_subscription: str | None = None
+    tag_refresh: float = 300.0  # tags (the consent) are re-read with a GET at least this often
+
+
+@dataclass
+class Tracked:
+    """One GpuVm as this process knows it."""
+
+    namespace: str
+    name: str
+    uid: str
+    created: str
+    generation: int
+    spec: Any
+    deleting: bool
+    status: dict[str, Any]
+    parsed: GpuVmSpec | SpecError
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    request_failure: RequestFailure | None = None
+    last_reason: Reason | None = None
+    # An operation finished since status was last written: these records go out next.
+    completed: tuple[core.LastOperation, core.StartFailures | None] | None = None
+
+    @property
+    def vm(self) -> VmRef | None:
+        return self.parsed.vm if isinstance(self.parsed, GpuVmSpec) else None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+    @property
+    def ref(self) -> dict[str, Any]:
+        """Enough of a body for kopf to post an Event about it."""
+        return {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": KIND,
+            "metadata": {"namespace": self.namespace, "name": self.name, "uid": self.uid},
+        }
+
+
+@dataclass
+class VmState:
+    """What this process knows of one Azure VM, shared by every GpuVm naming it."""
+
+    observation: Observation | None = None
+    tags: Mapping[str, str] | None = None
+    tags_at: dt.datetime | None = None
+    in_flight: Action | None = None
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class Engine:
+    def __init__(
+        self,
+        *,
+        azure: AzureCompute,
+        status: StatusSink,
+        settings: EngineSettings,
+        emit: EventEmitter,
+        clock: Clock = _utcnow,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self.azure = azure
+        self._status = status
+        self.settings = settings
+        self._emit = emit
+        self._clock = clock
+        self._jitter = jitter
+        self.tracked: dict[tuple[str, str], Tracked] = {}
+        self.vms: dict[str, VmState] = {}
+        self._by_vm: dict[str, set[tuple[str, str]]] = {}
+        self._followers: set[asyncio.Task[None]] = set()
+
+    # ---- what kopf tells us -------------------------------------------------------------
+
+    def seen(self, body: Mapping[str, Any]) -> Tracked:
+        """Record the latest body of a GpuVm; wake its daemon when the intent changed."""
+        meta = body.get("metadata", {})
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        generation = int(meta.get("generation") or 0)
+        deleting = bool(meta.get("deletionTimestamp"))
+        t = self.tracked.get(key)
+        if t is not None and t.uid == meta.get("uid"):
+            if generation != t.generation or deleting != t.deleting:
+                self._unindex(t)
+                t.generation, t.spec, t.deleting = generation, body.get("spec"), deleting
+                t.parsed = self._parse(t.spec)
+                t.request_failure = None  # a new intent deserves a fresh attempt
+                self._index(t)
+                t.wake.set()
+            return t
+        if t is not None:
+            self.gone(*key)
+        t = Tracked(
+            namespace=key[0],
+            name=key[1],
+            uid=meta.get("uid", ""),
+            created=meta.get("creationTimestamp", ""),
+            generation=generation,
+            spec=body.get("spec"),
+            deleting=deleting,
+            status=dict(body.get("status") or {}),
+            parsed=self._parse(body.get("spec")),
+        )
+        self.tracked[key] = t
+        self._index(t)
+        t.wake.set()
+        return t
+
+    def gone(self, namespace: str, name: str) -> None:
+        t = self.tracked.pop((namespace, name), None)
+        if t is not None:
+            self._unindex(t)
+
+    def _parse(self, spec: Any) -> GpuVmSpec | SpecError:
+        return parse_spec(spec, default_subscription=self.settings.default_subscription)
+
+    def _index(self, t: Tracked) -> None:
+        if t.vm is not None:
+            self._by_vm.setdefault(t.vm.key, set()).add(t.key)
+
+    def _unindex(self, t: Tracked) -> None:
+        vm = t.vm
+        if vm is None:
+            return
+        keys = self._by_vm.get(vm.key, set())
+        keys.discard(t.key)
+        if not keys:
+            self._by_vm.pop(vm.key, None)
+        for other in keys:  # a duplicate may now be the one allowed to act
+            self.tracked[other].wake.set()
+
+    # ---- the per-object loop ------------------------------------------------------------
+
+    async def drive(self, body: Mapping[str, Any], stopped: Any) -> None:
+        """kopf daemon body: reconcile now, then whenever woken or due, until stopped."""
+        t = self.seen(body)
+        t.status = dict(body.get("status") or {})  # a (re)started daemon trusts the stored status
+        while not stopped:
+            t.wake.clear()
+            delay = await self.step_safely(t)
+            await _wait_any(t.wake, stopped, delay)
+
+    async def step_safely(self, t: Tracked) -> float | None:
+        try:
+            return (await self.step(t)).requeue_after
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - a bug must not kill the daemon; it is logged, not shown
+            log.exception("Reconciling %s/%s failed unexpectedly; retrying", t.namespace, t.name)
+            return self.settings.timing.error_retry
+
+    async def finalize(self, body: Mapping[str, Any], *, patience: float = 300.0) -> bool:
+        """Drive a GpuVm being deleted until the VM is as deletionPolicy wants (True), or give up
+        after ``patience`` seconds (False: kopf calls again later).
+
+        The daemon is already stopped at this point, so this loop is the only driver; waiting
+        here rather than failing the handler keeps kopf from logging each retry as an error.
+        """
+        t = self.seen(body)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + patience
+        while True:
+            t.wake.clear()
+            decision = await self.step(t)
+            if decision.ready or decision.reason in _RELEASE_ON_DELETE:
+                if not decision.ready:
+                    self._emit(t.ref, "Warning", "ReleasedWithoutDeallocation", decision.message)
+                self.gone(t.namespace, t.name)
+                return True
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            delay = min(remaining, decision.requeue_after or self.settings.timing.transition_poll)
+            try:
+                await asyncio.wait_for(t.wake.wait(), timeout=delay)
+            except asyncio.TimeoutError:
+                pass
+
+    async def step(self, t: Tracked) -> Decision:
+        timing = self.settings.timing
+        spec, vm = t.parsed, t.vm
+        observation: Observation | None = None
+        observation_failure: Failure | None = None
+        if vm is not None and self._duplicate_of(t, vm) is None:
+            observation, observation_failure = await self._observe(vm)
+
+        # Inputs are gathered from here on without awaiting: nothing changes under decide().
+        now = self._clock()
+        previous = read_status(t.status)
+        if t.completed is not None:
+            previous = replace(previous, last_operation=t.completed[0], start_failures=t.completed[1])
+        state = self.vms.get(vm.key) if vm else None
+        refusal = self._refusal(t, vm, state)
+        situation = Situation(
+            spec=spec,
+            generation=t.generation,
+            now=now,
+            deleting=t.deleting,
+            converged_generation=previous.converged_generation,
+            observation=observation,
+            observation_failure=observation_failure,
+            refusal=refusal,
+            in_flight=state.in_flight if state else None,
+            last_operation=previous.last_operation,
+            start_failures=previous.start_failures,
+            request_failure=t.request_failure,
+        )
+        decision = core.decide(situation, timing=timing, jitter=self._jitter())
+        if decision.action is not None and vm is not None and state is not None:
+            decision = await self._act(t, vm, state, decision, previous)
+        await self._write(t, decision, vm, observation, previous)
+        return decision
+
+    # ---- observing ----------------------------------------------------------------------
+
+    async def _observe(self, vm: VmRef) -> tuple[Observation | None, Failure | None]:
+        """The freshest affordable observation: cached if recent enough, else one GET."""
+        state = self.vms.setdefault(vm.key, VmState())
+        now = self._clock()
+        timing = self.settings.timing
+        obs = state.observation
+        if state.in_flight is not None and obs is not None:
+            return obs, None  # completion is learned from the operation itself
+        stale_after = timing.transition_poll if obs is None or obs.busy or not obs.power_state.settled else timing.resync
+        fresh = obs is not None and (now - obs.observed_at).total_seconds() < stale_after
+        tags_fresh = state.tags_at is not None and (now - state.tags_at).total_seconds() < self.settings.tag_refresh
+        if fresh and tags_fresh:
+            return obs, None
+        try:
+            got = await self.azure.observe(vm)
+        except AzureFailureError as e:
+            return None, e.failure
+        self._remember(vm.key, got)
+        return self.vms[vm.key].observation, None
+
+    def _remember(self, key: str, obs: Observation) -> None:
+        """Keep the newest observation; facts and tags survive sources that lack them."""
+        state = self.vms.setdefault(key, VmState())
+        old = state.observation
+        if old is not None and old.observed_at > obs.observed_at:
+            return
+        if obs.tags is not None:
+            state.tags, state.tags_at = dict(obs.tags), obs.observed_at
+        if old is not None and obs.facts is None:
+            obs = replace(obs, facts=old.facts)
+        state.observation = obs
+
+    def _forget_observation(self, key: str) -> None:
+        state = self.vms.get(key)
+        if state is not None:
+            state.observation = None
+
+    # ---- who may act --------------------------------------------------------------------
+
+    def _duplicate_of(self, t: Tracked, vm: VmRef) -> Tracked | None:
+        """The oldest other GpuVm naming the same VM, if older than ``t``: the newer never acts."""
+        mine = (t.created, t.namespace, t.name)
+        rivals = (self.tracked[k] for k in self._by_vm.get(vm.key, ()) if k != t.key)
+        oldest = min(rivals, key=lambda o: (o.created, o.namespace, o.name), default=None)
+        return oldest if oldest is not None and (oldest.created, oldest.namespace, oldest.name) < mine else None
+
+    def _refusal(self, t: Tracked, vm: VmRef | None, state: VmState | None) -> Failure | None:
+        if vm is None:
+            return None
+        winner = self._duplicate_of(t, vm)
+        if winner is not None:
+            return Failure(
+                Reason.DUPLICATE_VM,
+                "DuplicateVm",
+                f"GpuVm {winner.namespace}/{winner.name} already drives this VM; this one never acts. Delete one of them",
+            )
+        if state is None or state.tags is None:
+            return None  # not observed (a failure explains why); nothing will be acted on either
+        return check(state.tags, namespace=t.namespace, settings=self.settings.guard)
+
+    # ---- acting -------------------------------------------------------------------------
+
+    async def _act(self, t: Tracked, vm: VmRef, state: VmState, decision: Decision, previous: PreviousStatus) -> Decision:
+        """Request the operation; the rest of it runs in a task of its own.
+
+        The request and the follow-up live in an engine-owned task, shielded from the caller:
+        kopf cancels a daemon on deletion or shutdown, and a cancelled caller must not lose track
+        of an operation Azure may already have accepted (nor leave the VM marked busy forever).
+        """
+        action = decision.action
+        assert action is not None and decision.last_operation is not None
+        state.in_flight = action  # claimed before the first await: no second request can start
+        requested: asyncio.Future[Failure | None] = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(self._operate(t, vm, state, action, requested), name=f"{action.verb} {vm.name}")
+        self._followers.add(task)
+        task.add_done_callback(self._followers.discard)
+        failure = await asyncio.shield(requested)
+        if failure is not None:
+            return self._request_failed(t, vm, decision, previous, failure)
+        t.request_failure = None
+        log.info("%s/%s: %s requested (%s) for %s", t.namespace, t.name, action.verb, decision.trigger.value, vm.resource_id)
+        self._emit(t.ref, "Normal", f"{action.value}Requested", f"{action.verb} requested ({decision.trigger.value}) for {vm.name}")
+        return decision
+
+    async def _operate(
+        self, t: Tracked, vm: VmRef, state: VmState, action: Action, requested: asyncio.Future[Failure | None]
+    ) -> None:
+        try:
+            poller = await self.azure.begin(vm, action)
+        except AzureFailureError as e:
+            state.in_flight = None
+            requested.set_result(e.failure)
+            return
+        except BaseException:
+            state.in_flight = None  # cancelled at shutdown: whether Azure got it is learned by observing
+            if not requested.done():
+                requested.cancel()
+            raise
+        requested.set_result(None)
+        # Accepted (202): Azure now shows the transient state; say so until the operation ends.
+        now = self._clock()
+        self._remember(vm.key, Observation(action.transient, ProvisioningState.UPDATING, now, source="operation"))
+        await self._follow(t, vm, state, action, poller)
+
+    def _request_failed(
+        self, t: Tracked, vm: VmRef, decision: Decision, previous: PreviousStatus, failure: Failure
+    ) -> Decision:
+        now = self._clock()
+        action = decision.action
+        assert action is not None and decision.last_operation is not None
+        # Whatever the answer, Azure may have changed (a dropped connection may even hide an
+        # accepted request): the next step reads the VM again instead of trusting the cache.
+        self._forget_observation(vm.key)
+        if failure.reason is Reason.WAITING_FOR_TRANSITION:
+            # 409: Azure is busy with something we did not see. Not a failure of ours: look again.
+            t.request_failure = RequestFailure(failure, now)
+            return replace(
+                decision,
+                action=None,
+                reason=failure.reason,
+                message=failure.message,
+                last_operation=previous.last_operation,
+                requeue_after=core.retry_delay(failure, timing=self.settings.timing),
+            )
+        last, failures = core.complete_operation(
+            decision.last_operation,
+            failure=failure,
+            start_failures=previous.start_failures,
+            now=now,
+            timing=self.settings.timing,
+            jitter=self._jitter(),
+        )
+        if failures is not None and failures is not previous.start_failures:
+            message = f"{failure.message}; next retry at {failures.next_retry_at:%Y-%m-%dT%H:%M:%SZ}"
+            requeue = max(0.0, (failures.next_retry_at - now).total_seconds())
+        else:
+            t.request_failure = RequestFailure(failure, now)
+            message = failure.message
+            requeue = core.retry_delay(failure, timing=self.settings.timing)
+        log.warning("%s/%s: %s of %s refused: %s %s", t.namespace, t.name, action.verb, vm.name, failure.code, failure.message)
+        self._emit(t.ref, "Warning", f"{action.value}Failed", f"{failure.code}: {failure.message}")
+        return replace(
+            decision,
+            action=None,
+            reason=failure.reason,
+            message=message,
+            last_operation=last,
+            start_failures=failures,
+            requeue_after=requeue,
+        )
+
+    async def _follow(self, t: Tracked, vm: VmRef, state: VmState, action: Action, poller: Any) -> None:
+        """Wait for an accepted operation to end, record how, and wake the GpuVm."""
+        started = self._clock()
+        failure: Failure | None = None
+        try:
+            await self.azure.finish(poller, vm)
+        except AzureFailureError as e:
+            failure = e.failure
+        finally:
+            state.in_flight = None
+        now = self._clock()
+        if failure is None:
+            self._remember(vm.key, Observation(action.target, ProvisioningState.SUCCEEDED, now, source="operation"))
+        else:
+            self._forget_observation(vm.key)
+        current = self.tracked.get(t.key)
+        if current is None or current.uid != t.uid:
+            return  # the GpuVm is gone; the VM state is cached for whoever names it next
+        previous = read_status(current.status)
+        if current.completed is None and previous.last_operation is not None:
+            if previous.last_operation.result is core.Result.IN_PROGRESS:
+                current.completed = core.complete_operation(
+                    previous.last_operation,
+                    failure=failure,
+                    start_failures=previous.start_failures,
+                    now=now,
+                    timing=self.settings.timing,
+                    jitter=self._jitter(),
+                )
+        took = int((now - started).total_seconds())
+        if failure is None:
+            log.info("%s/%s: %s of %s succeeded after %ss", t.namespace, t.name, action.verb, vm.name, took)
+            self._emit(t.ref, "Normal", "Started" if action is Action.START else "Deallocated", f"VM {vm.name} is {action.target.value.lower()} ({took}s)")
+        else:
+            log.warning("%s/%s: %s of %s failed: %s", t.namespace, t.name, action.verb, vm.name, failure.code)
+            self._emit(t.ref, "Warning", f"{action.value}Failed", f"{failure.code}: {failure.message}")
+            if failure.reason not in core.CAPACITY_REASONS:
+                current.request_failure = RequestFailure(failure, now)
+        current.wake.set()
+
+    # ---- status -------------------------------------------------------------------------
+
+    async def _write(
+        self, t: Tracked, decision: Decision, vm: VmRef | None, observation: Observation | None, previous: PreviousStatus
+    ) -> None:
+        now = self._clock()
+        new = render_status(decision, generation=t.generation, vm=vm, observation=observation, previous=previous, now=now)
+        if decision.reason is not t.last_reason:
+            if t.last_reason is not None and decision.reason not in _QUIET_REASONS and decision.reason is not Reason.DRIFTED:
+                self._emit(t.ref, "Warning", decision.reason.value, decision.message)
+            elif decision.reason is Reason.DRIFTED:
+                self._emit(t.ref, "Warning", "Drifted", decision.message)
+            t.last_reason = decision.reason
+        patch = merge_patch(t.status, new)
+        if not patch:
+            t.completed = None
+            return
+        try:
+            await self._status.patch_status(t.namespace, t.name, patch)
+        except Exception as e:  # noqa: BLE001 - the next step retries the same diff
+            log.warning("%s/%s: writing status failed: %s", t.namespace, t.name, e)
+            return
+        t.status = new
+        t.completed = None
+
+    async def close(self) -> None:
+        for task in list(self._followers):
+            task.cancel()
+        if self._followers:
+            await asyncio.gather(*self._followers, return_exceptions=True)
+
+
+async def _wait_any(event: asyncio.Event, stopped: Any, timeout: float | None) -> None:
+    """Sleep until woken, stopped, or ``timeout`` seconds pass."""
+    waiters = [asyncio.ensure_future(event.wait()), asyncio.ensure_future(_stopped(stopped))]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+async def _stopped(stopped: Any) -> None:
+    await stopped.wait()
+
+

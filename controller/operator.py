@@ -1,0 +1,235 @@
+"""kopf wiring: thin handlers that hand GpuVm events to the engine, and ``gpuvm-operator run``.
+
+Handlers do no reasoning of their own. A watch event updates what the engine knows of a GpuVm
+and wakes it; a per-object daemon runs the reconcile loop (kopf stops it on deletion and when a
+higher-priority peer takes over); the deletion handler holds the finalizer until the VM is as
+``deletionPolicy`` wants.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+from azure.core.credentials import AccessToken
+from azure.identity import CredentialUnavailableError
+
+from controller.azure_compute import AzureCompute, AzureFailureError
+from controller.config import (
+    ConfigError,
+    OperatorConfig,
+    add_run_arguments,
+    config_from_args,
+)
+from controller.credentials import (
+    CredentialConfigError,
+    build_credential,
+    precedence_warning,
+)
+from controller.engine import Engine
+from controller.gpuvm import GROUP, PLURAL, VERSION
+from controller.kube import StatusWriter, load_api_client
+
+log = logging.getLogger("gpuvm.operator")
+
+FINALIZER = "gpuvm.dev/finalizer"
+
+
+class _UnusableCredential:
+    """Stands in for a credential that could not be built, so every VM reports why."""
+
+    def __init__(self, message: str) -> None:
+        self._message = message
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        raise CredentialUnavailableError(message=self._message)
+
+    async def close(self) -> None:
+        return None
+
+    async def __aenter__(self) -> "_UnusableCredential":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+def _post_event(ref: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+    try:
+        kopf.event(dict(ref), type=type_, reason=reason, message=message)
+    except LookupError:  # outside an operator context (unit tests of the engine): nothing to post to
+        log.debug("event %s %s not posted: no operator context", type_, reason)
+
+
+class Operator:
+    """What one running operator owns: built at kopf's start-up, closed at its clean-up."""
+
+    def __init__(self, config: OperatorConfig) -> None:
+        self.config = config
+        self._engine: Engine | None = None
+        self._writer: StatusWriter | None = None
+        self._credential_check: asyncio.Task[None] | None = None
+        self.credential_state = "unchecked"
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            raise RuntimeError("the operator has not started")
+        return self._engine
+
+    async def start(self) -> None:
+        config = self.config
+        warning = precedence_warning(config.credential.mode)
+        if warning:
+            log.warning("Azure credential: %s", warning)
+        try:
+            credential: Any = build_credential(config.credential)
+        except CredentialConfigError as e:
+            credential = _UnusableCredential(str(e))
+        azure = AzureCompute(credential, config.azure)
+        self._writer = StatusWriter(
+            load_api_client(server=config.kube_server, kubeconfig=config.kubeconfig), workers=config.status_workers
+        )
+        self._engine = Engine(azure=azure, status=self._writer, settings=config.engine, emit=_post_event)
+        self._credential_check = asyncio.create_task(self._check_credential(azure))
+
+    async def _check_credential(self, azure: AzureCompute) -> None:
+        """One token at start-up, one clear log line: ready, or exactly what is missing."""
+        mode = self.config.credential.mode.value
+        try:
+            expires = await azure.check_credential()
+        except AzureFailureError as e:
+            self.credential_state = e.failure.code
+            log.error("Azure credential '%s' is not usable: %s", mode, e.failure.message)
+            return
+        self.credential_state = "ok"
+        log.info(
+            "Azure credential '%s' ready: token for %s valid until %s",
+            mode,
+            self.config.azure.scope,
+            expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
+
+    async def stop(self) -> None:
+        if self._credential_check is not None:
+            self._credential_check.cancel()
+        if self._engine is not None:
+            await self._engine.close()
+            await self._engine.azure.close()
+        if self._writer is not None:
+            self._writer.close()
+
+    def health(self) -> dict[str, Any]:
+        engine = self._engine
+        return {
+            "credential": self.credential_state,
+            "gpuvms": len(engine.tracked) if engine else 0,
+            "operationsInFlight": sum(1 for s in engine.vms.values() if s.in_flight) if engine else 0,
+        }
+
+
+def build_registry(op: Operator) -> kopf.OperatorRegistry:
+    """A fresh registry per operator instance (tests and the demo run several in one process)."""
+    registry = kopf.OperatorRegistry()
+    config = op.config
+
+    @kopf.on.startup(registry=registry)
+    async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        # Progress and diff-base in annotations: a structural schema would prune status.kopf.
+        settings.persistence.finalizer = FINALIZER
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage()
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage()
+        # kopf would post an Event for each INFO line of its own; ours are posted explicitly.
+        settings.posting.level = logging.WARNING
+        settings.watching.server_timeout = 300  # every watch request ends; kopf re-lists/resumes
+        settings.watching.client_timeout = 330
+        settings.peering.priority = config.priority
+        # No CRD/namespace scanning: discovery is enough to find GpuVms, and it saves the
+        # cluster-wide list/watch permissions on CRDs and namespaces that scanning needs.
+        settings.scanning.disabled = True
+        await op.start()
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(**_: Any) -> None:
+        await op.stop()
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        if config.kube_server:
+            return kopf.ConnectionInfo(server=config.kube_server, insecure=True)
+        return kopf.login_via_client(**kwargs)
+
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+    def seen(event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
+        if event.get("type") == "DELETED":
+            op.engine.gone(body.metadata.namespace or "", body.metadata.name or "")
+        else:
+            op.engine.seen(body)
+
+    # On deletion or shutdown kopf sets `stopped`; the loop notices at once unless mid-call, and
+    # gets `cancellation_backoff` seconds to finish that call before being cancelled.
+    @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_backoff=10.0, cancellation_timeout=5.0)
+    async def drive(body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
+        await op.engine.drive(body, stopped)
+
+    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
+    async def release(body: kopf.Body, **_: Any) -> None:
+        if not await op.engine.finalize(body):
+            raise kopf.TemporaryError("the VM is not yet as deletionPolicy wants; see the Ready condition", delay=1)
+
+    @kopf.on.probe(id="operator", registry=registry)
+    def probe(**_: Any) -> dict[str, Any]:
+        return op.health()
+
+    return registry
+
+
+def run_operator(
+    config: OperatorConfig,
+    *,
+    ready_flag: threading.Event | None = None,
+    stop_flag: threading.Event | None = None,
+) -> None:
+    """Run until stopped (SIGINT/SIGTERM, or ``stop_flag``), in this thread's own event loop."""
+    op = Operator(config)
+    asyncio.run(
+        kopf.operator(
+            registry=build_registry(op),
+            standalone=config.peering is None,
+            peering_name=config.peering,
+            priority=config.priority,
+            clusterwide=config.clusterwide,
+            namespaces=list(config.namespaces),
+            liveness_endpoint=config.liveness,
+            ready_flag=ready_flag,
+            stop_flag=stop_flag,
+        )
+    )
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="run the operator against a cluster and Azure",
+        description="Reconcile GpuVm resources: make each Azure VM's power state match spec.desiredState.",
+    )
+    add_run_arguments(parser)
+    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from controller.cli import CliError
+
+    try:
+        config = config_from_args(args)
+    except ConfigError as e:
+        raise CliError(str(e)) from None
+    kopf.configure(verbose=args.verbose)
+    run_operator(config)
+    return 0

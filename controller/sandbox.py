@@ -1,0 +1,304 @@
+"""A whole world on loopback: Kubernetes emulator, Azure simulator, and the real operator.
+
+The demo, the integration tests and the benchmarks all need the same three things running in
+one process, each on an event loop of its own, and the same handful of ways to look at them.
+They live here once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from kubernetes import client
+
+from controller.azuresim import AzureComputeSimulator, SimulatorConfig, SimVm
+from controller.config import OperatorConfig, parse_config
+from controller.gpuvm import GROUP, KIND, PLURAL, VERSION
+from controller.kubeemu import KubeEmulator
+from controller.operator import run_operator
+from controller.serving import ServerThread
+
+T = TypeVar("T")
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 10.0, *, interval: float = 0.01, what: str = "") -> T:
+    """Poll ``predicate`` until it returns something truthy; raise AssertionError after ``timeout``.
+
+    How tests, the demo and benchmarks wait for asynchronous effects: on a condition, with a
+    deadline, never a fixed sleep. Deadlines are generous for shared 2-core CI machines.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+def crd_files(directory: Path) -> list[Path]:
+    """The YAML files of ``directory`` that hold CustomResourceDefinitions (not kustomizations)."""
+    return [
+        path
+        for path in sorted(directory.glob("*.yaml"))
+        if any((doc or {}).get("kind") == "CustomResourceDefinition" for doc in yaml.safe_load_all(path.read_text()))
+    ]
+
+
+class Cluster:
+    """The Kubernetes side, through the official client, as kubectl users see it.
+
+    Calls default to one namespace, as ``kubectl -n`` would.
+    """
+
+    def __init__(self, thread: ServerThread, *, namespace: str = "default") -> None:
+        self.thread = thread
+        self.default_namespace = namespace
+        self.emulator: KubeEmulator = thread.server  # type: ignore[assignment]
+        configuration = client.Configuration()
+        configuration.host = self.emulator.url
+        self.api_client = client.ApiClient(configuration)
+        self.custom = client.CustomObjectsApi(self.api_client)
+        self.core = client.CoreV1Api(self.api_client)
+
+    @property
+    def url(self) -> str:
+        return self.emulator.url
+
+    def namespace(self, name: str) -> None:
+        self.core.create_namespace({"metadata": {"name": name}})
+
+    def create(self, name: str, spec: Mapping[str, Any], ns: str | None = None, *, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+        metadata: dict[str, Any] = {"name": name}
+        if labels:
+            metadata["labels"] = dict(labels)
+        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "metadata": metadata, "spec": dict(spec)}
+        return self.custom.create_namespaced_custom_object(GROUP, VERSION, ns or self.default_namespace, PLURAL, body)
+
+    def get(self, name: str, ns: str | None = None) -> dict[str, Any] | None:
+        try:
+            return self.custom.get_namespaced_custom_object(GROUP, VERSION, ns or self.default_namespace, PLURAL, name)
+        except client.ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def objects(self, ns: str | None = None) -> dict[str, dict[str, Any]]:
+        """GpuVms of one namespace by name."""
+        items = self.custom.list_namespaced_custom_object(GROUP, VERSION, ns or self.default_namespace, PLURAL)["items"]
+        return {o["metadata"]["name"]: o for o in items}
+
+    def all_objects(self) -> list[dict[str, Any]]:
+        return self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]
+
+    def patch_spec(self, name: str, spec: Mapping[str, Any], ns: str | None = None) -> dict[str, Any]:
+        body = {"spec": dict(spec)}
+        return self.custom.patch_namespaced_custom_object(GROUP, VERSION, ns or self.default_namespace, PLURAL, name, body)
+
+    def delete(self, name: str, ns: str | None = None) -> None:
+        self.custom.delete_namespaced_custom_object(GROUP, VERSION, ns or self.default_namespace, PLURAL, name)
+
+    def status(self, name: str, ns: str | None = None) -> dict[str, Any]:
+        return (self.get(name, ns) or {}).get("status") or {}
+
+    def ready(self, name: str, ns: str | None = None) -> tuple[str, str, str] | None:
+        """(status, reason, message) of the Ready condition, if written."""
+        return ready_of(self.get(name, ns) or {})
+
+    def reason(self, name: str, ns: str | None = None) -> str | None:
+        ready = self.ready(name, ns)
+        return ready[1] if ready else None
+
+    def wait_reason(self, name: str, reason: str, *, ns: str | None = None, timeout: float = 15.0) -> dict[str, Any]:
+        """Wait until the Ready condition has ``reason``; returns the status then."""
+        wait_for(lambda: self.reason(name, ns) == reason, timeout,
+                 what=f"{name} Ready reason {reason} (now {self.ready(name, ns)})")
+        return self.status(name, ns)
+
+    def events(self, name: str, ns: str | None = None) -> list[tuple[str, str, str]]:
+        items = self.core.list_namespaced_event(ns or self.default_namespace).items
+        return [(e.type, e.reason, e.message) for e in items if e.involved_object.name == name]
+
+    def close(self) -> None:
+        self.api_client.close()
+
+
+def ready_of(obj: Mapping[str, Any]) -> tuple[str, str, str] | None:
+    for condition in (obj.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Ready":
+            return condition.get("status", ""), condition.get("reason", ""), condition.get("message", "")
+    return None
+
+
+def settled(obj: Mapping[str, Any]) -> bool:
+    """Ready for the object's current generation: what "converged" means everywhere."""
+    ready = ready_of(obj)
+    status = obj.get("status") or {}
+    return bool(ready and ready[0] == "True" and status.get("observedGeneration") == obj["metadata"].get("generation"))
+
+
+class Azure:
+    """The simulator, read and driven on its own loop."""
+
+    def __init__(self, thread: ServerThread) -> None:
+        self.thread = thread
+        self.sim: AzureComputeSimulator = thread.server  # type: ignore[assignment]
+
+    def call(self, fn: Callable[[], T]) -> T:
+        return self.thread.run_sync(fn)
+
+    def power(self, name: str) -> str:
+        return self.call(lambda: self.sim.vm_state(name).power_state.value)
+
+    def snapshot(self, name: str) -> Any:
+        return self.call(lambda: self.sim.vm_state(name))
+
+    def busy(self) -> bool:
+        """Any operation in flight on any VM."""
+        return self.call(lambda: any(s.operation for s in self.sim.vm_states()))
+
+    def count(self, operation: str, status: int | None = None) -> int:
+        return self.call(lambda: self.sim.count(operation, status))
+
+    def counters(self) -> dict[tuple[str, int], int]:
+        return self.call(self.sim.counters)
+
+    def overlaps(self) -> list[Any]:
+        return self.call(self.sim.overlaps)
+
+    def requests(self) -> list[Any]:
+        return self.call(self.sim.request_log)
+
+    def fault(self, spec: str) -> int:
+        return self.call(lambda: self.sim.add_fault(spec))
+
+    def out_of_band(self, name: str, action: str) -> str:
+        return self.call(lambda: self.sim.out_of_band(name, action))
+
+    def power_requests(self, name: str, action: str) -> list[Any]:
+        """Power POSTs for one VM from the request log, whatever the answer."""
+        wanted = f"VirtualMachines.{action[0].upper()}{action[1:]}"
+        return [r for r in self.requests() if str(r.operation) == wanted and (r.vm or "").lower() == name.lower()]
+
+
+class OperatorRunner:
+    """``gpuvm-operator run`` in a thread, stoppable like a pod receiving SIGTERM."""
+
+    def __init__(self, config: OperatorConfig) -> None:
+        self.config = config
+        self.ready = threading.Event()
+        self.stop_flag = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="operator", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            run_operator(self.config, ready_flag=self.ready, stop_flag=self.stop_flag)
+        except BaseException as e:  # noqa: BLE001 - reported by whoever waits on it
+            self.error = e
+
+    def start(self, *, timeout: float = 30.0) -> "OperatorRunner":
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.ready.wait(0.05):
+            if self.error is not None or not self.thread.is_alive():
+                raise RuntimeError(f"the operator stopped during start-up: {self.error!r}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the operator was not ready within {timeout} s")
+        return self
+
+    def stop(self, *, timeout: float = 30.0) -> None:
+        self.stop_flag.set()
+        self.thread.join(timeout=timeout)
+        if self.thread.is_alive():
+            raise TimeoutError(f"the operator did not stop within {timeout} s")
+        if self.error is not None:
+            raise RuntimeError(f"the operator failed: {self.error!r}")
+
+    @property
+    def alive(self) -> bool:
+        return self.thread.is_alive()
+
+
+class Sandbox:
+    """Starts the emulator and the simulator; starts operators on demand; stops all of it."""
+
+    def __init__(
+        self,
+        *,
+        crds: Iterable[Path | Mapping[str, Any]],
+        simulator: SimulatorConfig,
+        vms: Sequence[SimVm],
+        workdir: Path,
+        namespace: str = "default",
+    ) -> None:
+        self.workdir = workdir
+        self.namespace = namespace
+        self._kube = ServerThread(KubeEmulator(list(crds)), name="kube-emulator")
+        self._azure = ServerThread(AzureComputeSimulator(simulator, vms), name="azure-sim")
+        self.operators: list[OperatorRunner] = []
+        self.cluster: Cluster | None = None
+        self.azure: Azure | None = None
+
+    def start(self) -> "Sandbox":
+        self._kube.start()
+        self._azure.start()
+        self.cluster = Cluster(self._kube, namespace=self.namespace)
+        if self.namespace not in ("default", "kube-system"):
+            self.cluster.namespace(self.namespace)
+        self.azure = Azure(self._azure)
+        return self
+
+    def token_file(self, token: str | None = None) -> Path:
+        """A file with a simulator bearer token (the full-access one by default), mode 0600."""
+        assert self.azure is not None
+        value = token if token is not None else self.azure.sim.token
+        path = self.workdir / f"azure-token-{abs(hash(value)):x}"
+        path.write_text(value)
+        path.chmod(0o600)
+        return path
+
+    def operator_flags(self, *, subscription: str, timing: Sequence[str] = ()) -> list[str]:
+        """``gpuvm-operator run`` flags pointing at this sandbox, plus cadence flags."""
+        assert self.cluster is not None and self.azure is not None
+        return [
+            "--kube-server", self.cluster.url,
+            "--arm-endpoint", self.azure.sim.endpoint,
+            "--ca-bundle", self.azure.sim.ca_file,
+            "--credential", "simulator-token",
+            "--simulator-token-file", str(self.token_file()),
+            "--subscription-id", subscription,
+            *timing,
+        ]
+
+    def start_operator(self, flags: Sequence[str], env: Mapping[str, str] | None = None) -> OperatorRunner:
+        runner = OperatorRunner(parse_config(list(flags), env or {})).start()
+        self.operators.append(runner)
+        return runner
+
+    def stop(self) -> None:
+        errors: list[BaseException] = []
+        for runner in self.operators:
+            if runner.alive:
+                try:
+                    runner.stop()
+                except BaseException as e:  # noqa: BLE001 - keep stopping the rest
+                    errors.append(e)
+        if self.cluster is not None:
+            self.cluster.close()
+        self._azure.stop()
+        self._kube.stop()
+        if errors:
+            raise errors[0]
+
+    def __enter__(self) -> "Sandbox":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

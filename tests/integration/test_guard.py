@@ -1,0 +1,48 @@
+"""The VM's tags are Azure's consent; one VM, one GpuVm."""
+
+from __future__ import annotations
+
+from controller.sandbox import wait_for
+from tests.integration.conftest import Azure, Cluster, OperatorRunner, vm_id
+
+
+def test_vm_without_opt_in_tag_is_never_powered(cluster: Cluster, azure: Azure, operator: OperatorRunner) -> None:
+    cluster.create("t", {"vm": {"resourceId": vm_id("vm-untagged")}, "desiredState": "Running"})
+    status = cluster.wait_reason("t", "NotManaged")
+    assert 'add the Azure tag gpuvm-managed="true"' in cluster.ready("t")[2]
+    assert status["powerState"] == "Deallocated"
+    assert azure.power_requests("vm-untagged", "start") == []
+
+
+def test_guard_can_be_disabled_explicitly(cluster: Cluster, azure: Azure, start_operator) -> None:
+    start_operator(["--managed-tag", "none"])
+    cluster.create("t", {"vm": {"resourceId": vm_id("vm-untagged")}, "desiredState": "Running"})
+    cluster.wait_reason("t", "Reconciled")
+    assert azure.power("vm-untagged") == "running"
+
+
+def test_namespaces_tag_limits_who_drives_the_vm(cluster: Cluster, azure: Azure, operator: OperatorRunner) -> None:
+    cluster.namespace("research")
+    cluster.create("t", {"vm": {"resourceId": vm_id("vm-research")}, "desiredState": "Running"})
+    cluster.wait_reason("t", "NamespaceNotAllowed")
+    assert 'does not include namespace "ml"' in cluster.ready("t")[2]
+    assert azure.power_requests("vm-research", "start") == []
+    cluster.delete("t")
+    wait_for(lambda: cluster.get("t") is None, 10)
+    cluster.create("t", {"vm": {"resourceId": vm_id("vm-research")}, "desiredState": "Running"}, ns="research")
+    cluster.wait_reason("t", "Reconciled", ns="research")
+    assert azure.power("vm-research") == "running"
+
+
+def test_the_newer_of_two_gpuvms_for_one_vm_never_acts(cluster: Cluster, azure: Azure, operator: OperatorRunner) -> None:
+    cluster.namespace("other")
+    cluster.create("first", {"vm": {"resourceId": vm_id("vm-1")}, "desiredState": "Running"})
+    cluster.wait_reason("first", "Reconciled")
+    cluster.create("second", {"vm": {"resourceGroup": "rg-gpu", "name": "VM-1"}, "desiredState": "Deallocated"}, ns="other")
+    cluster.wait_reason("second", "DuplicateVm", ns="other")
+    assert "GpuVm ml/first already drives this VM" in cluster.ready("second", ns="other")[2]
+    assert azure.power("vm-1") == "running"
+    assert azure.power_requests("vm-1", "deallocate") == []
+    cluster.delete("first")
+    cluster.wait_reason("second", "Reconciled", ns="other")  # the survivor takes over
+    assert azure.power("vm-1") == "deallocated"

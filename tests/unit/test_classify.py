@@ -1,0 +1,76 @@
+"""Azure error codes -> reasons users act on. The adapter's translation table, rule by rule."""
+
+from __future__ import annotations
+
+import pytest
+
+from controller.azure_compute import ROLE_NAME, classify
+from controller.gpuvm import VmRef
+from controller.reasons import Reason
+
+VM = VmRef("3f2c1a7e-0d4b-4c52-9a51-6f0e1d2c3b4a", "rg-gpu", "vm-a100")
+AUTHZ = (
+    "The client 'c0ffee' with object id 'c0ffee' does not have authorization to perform action "
+    "'Microsoft.Compute/virtualMachines/start/action' over scope '/subscriptions/x/resourceGroups/rg-gpu/providers/"
+    "Microsoft.Compute/virtualMachines/vm-a100' or the scope is invalid."
+)
+
+
+def test_authorization_names_the_action_and_the_role() -> None:
+    f = classify(status=403, code="AuthorizationFailed", message=AUTHZ, vm=VM)
+    assert f.reason is Reason.AUTHORIZATION_FAILED and f.code == "AuthorizationFailed"
+    assert "Microsoft.Compute/virtualMachines/start/action" in f.message
+    assert ROLE_NAME in f.message and "resource group" in f.message
+
+
+@pytest.mark.parametrize(
+    ("code", "fragment"),
+    [
+        ("ResourceNotFound", "VM vm-a100 was not found in resource group rg-gpu"),
+        ("ResourceGroupNotFound", "resource group rg-gpu does not exist"),
+        ("SubscriptionNotFound", "subscription 3f2c1a7e-0d4b-4c52-9a51-6f0e1d2c3b4a was not found"),
+    ],
+)
+def test_not_found(code: str, fragment: str) -> None:
+    f = classify(status=404, code=code, message="…", vm=VM)
+    assert f.reason is Reason.VM_NOT_FOUND and fragment in f.message and "spec.vm" in f.message
+
+
+@pytest.mark.parametrize("code", ["AllocationFailed", "ZonalAllocationFailed", "OverconstrainedAllocationRequest", "OverconstrainedZonalAllocationRequest"])
+def test_capacity_codes(code: str) -> None:
+    f = classify(status=None, code=code, message="Allocation failed. We do not have sufficient capacity")
+    assert f.reason is Reason.ALLOCATION_FAILED and f.code == code and "back-off" in f.message
+
+
+def test_quota_is_not_a_conflict() -> None:
+    f = classify(status=409, code="OperationNotAllowed", message="Operation could not be completed as it results in exceeding approved standardNCADSA100v4Family Cores quota.")
+    assert f.reason is Reason.QUOTA_EXCEEDED and "quota increase" in f.message
+
+
+@pytest.mark.parametrize("code", ["OperationNotAllowed", "Conflict"])
+def test_operation_in_progress_is_a_wait(code: str) -> None:
+    f = classify(status=409, code=code, message="Operation 'start' is not allowed since another operation is in progress.")
+    assert f.reason is Reason.WAITING_FOR_TRANSITION
+
+
+def test_throttling_keeps_retry_after() -> None:
+    f = classify(status=429, code="TooManyRequests", message="throttled", retry_after=17.0)
+    assert (f.reason, f.retry_after) == (Reason.THROTTLED, 17.0)
+
+
+@pytest.mark.parametrize("code", ["AuthenticationFailed", "InvalidAuthenticationToken", "ExpiredAuthenticationToken"])
+def test_arm_rejects_the_token(code: str) -> None:
+    f = classify(status=401, code=code, message="Authentication failed.")
+    assert f.reason is Reason.AUTHENTICATION_FAILED and code in f.message
+
+
+def test_wrong_tenant_hint() -> None:
+    f = classify(status=401, code="InvalidAuthenticationTokenTenant", message="wrong issuer")
+    assert "another tenant" in f.message
+
+
+@pytest.mark.parametrize(("status", "code"), [(500, "InternalServerError"), (503, None), (None, None)])
+def test_everything_else_is_an_azure_error(status: int | None, code: str | None) -> None:
+    f = classify(status=status, code=code, message="something\nspanning\nlines")
+    assert f.reason is Reason.AZURE_ERROR
+    assert "\n" not in f.message

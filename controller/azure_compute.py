@@ -29,6 +29,7 @@ from azure.core.exceptions import (
 from azure.core.pipeline.policies import AsyncRetryPolicy
 from azure.identity import CredentialUnavailableError
 from azure.mgmt.compute.aio import ComputeManagementClient
+from azure.mgmt.resource.resources.aio import ResourceManagementClient
 
 from controller.credentials import CredentialMode, diagnose
 from controller.gpuvm import VmRef
@@ -245,25 +246,33 @@ class AzureCompute:
         self.settings = settings
         self._clock = clock
         self._clients: dict[str, ComputeManagementClient] = {}
+        self._tag_clients: dict[str, ResourceManagementClient] = {}
+
+    def _options(self) -> dict[str, Any]:
+        s = self.settings
+        return dict(
+            base_url=s.endpoint,
+            credential_scopes=[s.scope],
+            connection_verify=s.ca_bundle or True,
+            polling_interval=s.polling_interval,
+            retry_policy=_OwnThrottlingRetryPolicy(retry_total=s.retry_total, retry_backoff_max=10),
+            connection_timeout=min(10.0, s.request_timeout),
+            read_timeout=s.request_timeout,
+            logging_enable=False,
+        )
 
     def _client(self, subscription_id: str) -> ComputeManagementClient:
         client = self._clients.get(subscription_id)
         if client is None:
-            s = self.settings
-            client = ComputeManagementClient(
-                self._credential,
-                subscription_id,
-                base_url=s.endpoint,
-                credential_scopes=[s.scope],
-                connection_verify=s.ca_bundle or True,
-                polling_interval=s.polling_interval,
-                retry_policy=_OwnThrottlingRetryPolicy(retry_total=s.retry_total, retry_backoff_max=10),
-                connection_timeout=min(10.0, s.request_timeout),
-                read_timeout=s.request_timeout,
-                logging_enable=False,
-            )
-            self._clients[subscription_id] = client
+            client = self._clients[subscription_id] = ComputeManagementClient(self._credential, subscription_id, **self._options())
         return client
+
+    def _tags(self, subscription_id: str) -> Any:
+        """The Tags API: writing one tag needs only Microsoft.Resources/tags/write, not VM write."""
+        client = self._tag_clients.get(subscription_id)
+        if client is None:
+            client = self._tag_clients[subscription_id] = ResourceManagementClient(self._credential, subscription_id, **self._options())
+        return client.tags
 
     def _fail(self, exc: BaseException, vm: VmRef | None = None) -> AzureFailureError:
         failure = translate(exc, mode=self.settings.credential_mode, vm=vm, endpoint=self.settings.endpoint)
@@ -313,10 +322,30 @@ class AzureCompute:
         except Exception as exc:  # noqa: BLE001
             raise self._fail(exc, vm) from None
 
+    async def update_tags(self, vm: VmRef, operation: str, tags: Mapping[str, str]) -> dict[str, str]:
+        """Merge or Delete tags on the VM through the Tags API; returns the VM's tags after it."""
+        body = {"operation": operation, "properties": {"tags": dict(tags)}}
+        try:
+            poller = await self._tags(vm.subscription_id).begin_update_at_scope(vm.resource_id, body)
+            result = await asyncio.wait_for(poller.result(), timeout=self.settings.request_timeout * 2)
+        except Exception as exc:  # noqa: BLE001
+            raise self._fail(exc, vm) from None
+        properties = getattr(result, "properties", None)
+        return dict(getattr(properties, "tags", None) or {})
+
+    async def read_tags(self, vm: VmRef) -> dict[str, str]:
+        try:
+            result = await self._tags(vm.subscription_id).get_at_scope(vm.resource_id)
+        except Exception as exc:  # noqa: BLE001
+            raise self._fail(exc, vm) from None
+        properties = getattr(result, "properties", None)
+        return dict(getattr(properties, "tags", None) or {})
+
     async def close(self) -> None:
-        for client in self._clients.values():
+        for client in [*self._clients.values(), *self._tag_clients.values()]:
             await client.close()
         self._clients.clear()
+        self._tag_clients.clear()
         close = getattr(self._credential, "close", None)
         if close is not None:
             await close()

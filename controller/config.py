@@ -74,6 +74,9 @@ def add_run_arguments(parser: argparse.ArgumentParser, env: Mapping[str, str] | 
                        help="default subscription for GpuVms that give resourceGroup+name (env AZURE_SUBSCRIPTION_ID)")
     azure.add_argument("--managed-tag", default=_env(env, "GPUVM_MANAGED_TAG") or "=".join(DEFAULT_MANAGED_TAG),
                        help="opt-in tag a VM must carry, NAME=VALUE, or 'none' to disable the guard (env GPUVM_MANAGED_TAG)")
+    azure.add_argument("--cluster-name", default=_env(env, "GPUVM_CLUSTER_NAME"),
+                       help="claim driven VMs with the tag gpuvm-owner=NAME and refuse VMs other clusters claimed "
+                            "(env GPUVM_CLUSTER_NAME); default: no claims")
     timing = parser.add_argument_group("timing")
     timing.add_argument("--resync-interval", type=float, default=float(_env(env, "GPUVM_RESYNC_SECONDS") or 60),
                         help="seconds between re-observations of settled VMs, to notice drift (env GPUVM_RESYNC_SECONDS)")
@@ -124,6 +127,9 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
         managed_tag = parse_tag_setting(args.managed_tag)
     except ValueError as e:
         raise ConfigError(f"--managed-tag: {e}") from None
+    cluster_name = (args.cluster_name or "").strip() or None
+    if cluster_name and len(cluster_name) > 256:
+        raise ConfigError(f"--cluster-name is an Azure tag value: at most 256 characters, got {len(cluster_name)}")
     mode = CredentialMode(args.credential)
     token = None
     if args.simulator_token_file:
@@ -158,7 +164,7 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
         ),
         engine=EngineSettings(
             timing=timing,
-            guard=GuardSettings(managed_tag=managed_tag),
+            guard=GuardSettings(managed_tag=managed_tag, cluster_name=cluster_name),
             default_subscription=subscription.lower() if subscription else None,
         ),
         namespaces=namespaces,

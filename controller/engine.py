@@ -32,7 +32,7 @@ from controller.gpuvm import (
     VmRef,
     parse_spec,
 )
-from controller.guard import GuardSettings, check
+from controller.guard import GuardSettings, check, needs_claim, owner_of
 from controller.power import Action, Observation, ProvisioningState
 from controller.reasons import Failure, Reason
 from controller.status import PreviousStatus, merge_patch, read_status, render_status
@@ -231,6 +231,8 @@ class Engine:
             if decision.ready or decision.reason in _RELEASE_ON_DELETE:
                 if not decision.ready:
                     self._emit(t.ref, "Warning", "ReleasedWithoutDeallocation", decision.message)
+                if t.vm is not None and decision.reason is not Reason.DUPLICATE_VM:
+                    await self._release(t, t.vm)
                 self.gone(t.namespace, t.name)
                 return True
             remaining = deadline - loop.time()
@@ -247,8 +249,11 @@ class Engine:
         spec, vm = t.parsed, t.vm
         observation: Observation | None = None
         observation_failure: Failure | None = None
+        claim_failure: Failure | None = None
         if vm is not None and self._duplicate_of(t, vm) is None:
             observation, observation_failure = await self._observe(vm)
+            if observation is not None and not t.deleting:
+                claim_failure = await self._claim(t, vm)
 
         # Inputs are gathered from here on without awaiting: nothing changes under decide().
         now = self._clock()
@@ -256,7 +261,7 @@ class Engine:
         if t.completed is not None:
             previous = replace(previous, last_operation=t.completed[0], start_failures=t.completed[1])
         state = self.vms.get(vm.key) if vm else None
-        refusal = self._refusal(t, vm, state)
+        refusal = claim_failure or self._refusal(t, vm, state)
         situation = Situation(
             spec=spec,
             generation=t.generation,
@@ -338,6 +343,42 @@ class Engine:
         if state is None or state.tags is None:
             return None  # not observed (a failure explains why); nothing will be acted on either
         return check(state.tags, namespace=t.namespace, settings=self.settings.guard)
+
+    async def _claim(self, t: Tracked, vm: VmRef) -> Failure | None:
+        """With a cluster name, tag the VM as this cluster's before driving it (once).
+
+        The Tags API has no compare-and-swap, so the claim is read back: if another cluster's
+        claim landed in between, its value is what we read and the guard refuses the VM.
+        """
+        guard = self.settings.guard
+        state = self.vms[vm.key]
+        if state.tags is None or not needs_claim(state.tags, guard) or check(state.tags, namespace=t.namespace, settings=guard):
+            return None
+        try:
+            await self.azure.update_tags(vm, "Merge", {guard.owner_tag: guard.cluster_name or ""})
+            tags = await self.azure.read_tags(vm)
+        except AzureFailureError as e:
+            return e.failure
+        state.tags, state.tags_at = tags, self._clock()
+        if owner_of(tags, guard) == guard.cluster_name:
+            log.info("%s/%s: claimed %s for cluster %s", t.namespace, t.name, vm.name, guard.cluster_name)
+            self._emit(t.ref, "Normal", "Claimed", f"tagged {vm.name} {guard.owner_tag}={guard.cluster_name}")
+        return None
+
+    async def _release(self, t: Tracked, vm: VmRef) -> None:
+        """On deletion, remove this cluster's claim unless another GpuVm here still names the VM."""
+        guard = self.settings.guard
+        state = self.vms.get(vm.key)
+        if not guard.cluster_name or state is None or state.tags is None:
+            return
+        if owner_of(state.tags, guard) != guard.cluster_name or self._by_vm.get(vm.key, set()) - {t.key}:
+            return
+        try:
+            state.tags = await self.azure.update_tags(vm, "Delete", {guard.owner_tag: guard.cluster_name})
+        except AzureFailureError as e:
+            self._emit(t.ref, "Warning", "ClaimNotReleased", f"could not remove the tag {guard.owner_tag}: {e.failure.message}")
+            return
+        self._emit(t.ref, "Normal", "Released", f"removed the tag {guard.owner_tag}={guard.cluster_name} from {vm.name}")
 
     # ---- acting -------------------------------------------------------------------------
 

@@ -14,12 +14,17 @@ from controller.reasons import Failure, Reason
 
 DEFAULT_MANAGED_TAG = ("gpuvm-managed", "true")
 NAMESPACES_TAG = "gpuvm-namespaces"
+OWNER_TAG = "gpuvm-owner"
 
 
 @dataclass(frozen=True)
 class GuardSettings:
     managed_tag: tuple[str, str] | None = DEFAULT_MANAGED_TAG  # None: explicitly disabled
     namespaces_tag: str = NAMESPACES_TAG
+    # With a cluster name, the operator claims each VM it drives with the tag OWNER_TAG=<name>,
+    # so that operators in other clusters leave it alone (no cross-cluster tug of war).
+    cluster_name: str | None = None
+    owner_tag: str = OWNER_TAG
 
 
 def parse_tag_setting(value: str) -> tuple[str, str] | None:
@@ -61,4 +66,22 @@ def check(tags: Mapping[str, str], *, namespace: str, settings: GuardSettings) -
                 f'the VM\'s tag {settings.namespaces_tag}="{allowed}" does not include namespace "{namespace}"; '
                 f"add it there, or drive the VM from an allowed namespace",
             )
+    owner = owner_of(tags, settings)
+    if settings.cluster_name and owner and owner != settings.cluster_name:
+        return Failure(
+            Reason.DUPLICATE_VM,
+            "OwnedByOtherCluster",
+            f'the VM is claimed by cluster "{owner}" (tag {settings.owner_tag}); only that cluster\'s operator drives it. '
+            f"Delete the GpuVm there, or remove the tag if that cluster no longer uses the VM",
+        )
     return None
+
+
+def owner_of(tags: Mapping[str, str], settings: GuardSettings) -> str | None:
+    """The cluster that claimed the VM, if any."""
+    return _tag(tags, settings.owner_tag)
+
+
+def needs_claim(tags: Mapping[str, str], settings: GuardSettings) -> bool:
+    """True when this operator should write its claim tag before driving the VM."""
+    return bool(settings.cluster_name) and owner_of(tags, settings) is None

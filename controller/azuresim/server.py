@@ -28,7 +28,7 @@ import json
 import secrets
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlencode
@@ -312,6 +312,12 @@ class AzureComputeSimulator:
         except Refusal as r:
             raise wire.conflict(r.message) from None
         return self._begin(vm, action, hibernate=hibernate, origin=Origin.OUT_OF_BAND, phases=phases, fail=None).id
+
+    def set_tags(
+        self, name: str, tags: Mapping[str, str], *, resource_group: str | None = None, subscription_id: str | None = None,
+    ) -> None:
+        """Replace the VM's tags at once, as someone editing them in the portal would."""
+        self._find(name, resource_group, subscription_id).tags = dict(tags)
 
     def set_power_state(
         self, name: str, state: PowerState | str, *, hibernated: bool = False,

@@ -23,6 +23,7 @@ NS = "ml"
 MANAGED = {"gpuvm-managed": "true"}
 FAST = Timings(start=0.4, deallocate=0.3, power_off=0.3, restart=0.3, hibernate=0.3)
 READ_ONLY_TOKEN = "sim-token-read-only"
+NO_TAG_WRITE_TOKEN = "sim-token-no-tag-write"
 FAST_FLAGS = (
     "--resync-interval", "1",
     "--transition-poll", "0.3",
@@ -61,7 +62,12 @@ def azure_config() -> SimulatorConfig:
         retry_after=0.05,
         # An identity that may read VMs but not power them: the 403 users hit with a too-small role.
         restricted_tokens={
-            READ_ONLY_TOKEN: ["Microsoft.Compute/virtualMachines/read", "Microsoft.Compute/virtualMachines/instanceView/read"]
+            READ_ONLY_TOKEN: ["Microsoft.Compute/virtualMachines/read", "Microsoft.Compute/virtualMachines/instanceView/read"],
+            NO_TAG_WRITE_TOKEN: [
+                "Microsoft.Compute/virtualMachines/*",
+                "Microsoft.Compute/locations/operations/read",
+                "Microsoft.Resources/tags/read",
+            ],
         },
     )
 

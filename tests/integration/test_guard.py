@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from controller.sandbox import wait_for
-from tests.integration.conftest import Azure, Cluster, OperatorRunner, vm_id
+from tests.integration.conftest import NO_TAG_WRITE_TOKEN, Azure, Cluster, OperatorRunner, replace_flag, vm_id
 
 
 def test_vm_without_opt_in_tag_is_never_powered(cluster: Cluster, azure: Azure, operator: OperatorRunner) -> None:
@@ -46,3 +46,31 @@ def test_the_newer_of_two_gpuvms_for_one_vm_never_acts(cluster: Cluster, azure: 
     cluster.delete("first")
     cluster.wait_reason("second", "Reconciled", ns="other")  # the survivor takes over
     assert azure.power("vm-1") == "deallocated"
+
+
+def test_cluster_claim_is_written_respected_and_released(cluster: Cluster, azure: Azure, start_operator) -> None:
+    start_operator(["--cluster-name", "aks-prod-weu"])
+    cluster.create("mine", {"vm": {"resourceId": vm_id("vm-1")}, "desiredState": "Running"})
+    cluster.wait_reason("mine", "Reconciled")
+    assert azure.snapshot("vm-1").tags.get("gpuvm-owner") == "aks-prod-weu"
+    assert "Claimed" in [r for _, r, _ in cluster.events("mine")]
+    # A VM another cluster claimed is left alone.
+    azure.call(lambda: azure.sim.set_tags("vm-2", {"gpuvm-managed": "true", "gpuvm-owner": "aks-dev-neu"}))
+    cluster.create("theirs", {"vm": {"resourceId": vm_id("vm-2")}, "desiredState": "Running"})
+    cluster.wait_reason("theirs", "DuplicateVm")
+    assert 'claimed by cluster "aks-dev-neu"' in cluster.ready("theirs")[2]
+    assert azure.power_requests("vm-2", "start") == []
+    # Deleting ours releases the claim (the VM stays as it is: deletionPolicy Retain).
+    cluster.delete("mine")
+    wait_for(lambda: cluster.get("mine") is None, 10)
+    assert "gpuvm-owner" not in azure.snapshot("vm-1").tags
+    assert azure.power("vm-1") == "running"
+
+
+def test_claim_needs_tags_write(cluster: Cluster, azure: Azure, start_operator, operator_flags, world) -> None:
+    flags = replace_flag(operator_flags, "--simulator-token-file", str(world.token_file(NO_TAG_WRITE_TOKEN)))
+    start_operator(["--cluster-name", "aks-prod-weu"], flags=flags)
+    cluster.create("t", {"vm": {"resourceId": vm_id("vm-1")}, "desiredState": "Running"})
+    cluster.wait_reason("t", "AuthorizationFailed")
+    assert "Microsoft.Resources/tags/write" in cluster.ready("t")[2]
+    assert azure.power_requests("vm-1", "start") == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from controller.guard import GuardSettings, check, parse_tag_setting
+from controller.guard import GuardSettings, check, needs_claim, owner_of, parse_tag_setting
 from controller.reasons import Reason
 
 DEFAULT = GuardSettings()
@@ -51,3 +51,22 @@ def test_parse_tag_setting(text: str, parsed: tuple | None) -> None:
 def test_parse_tag_setting_rejects(text: str) -> None:
     with pytest.raises(ValueError, match="NAME=VALUE"):
         parse_tag_setting(text)
+
+
+def test_claims_by_other_clusters_are_refused() -> None:
+    mine = GuardSettings(cluster_name="aks-prod-weu")
+    tags = {"gpuvm-managed": "true", "gpuvm-owner": "aks-dev-neu"}
+    refusal = check(tags, namespace="ml", settings=mine)
+    assert refusal is not None and refusal.reason is Reason.DUPLICATE_VM and refusal.code == "OwnedByOtherCluster"
+    assert 'claimed by cluster "aks-dev-neu"' in refusal.message
+    assert check({**tags, "gpuvm-owner": "aks-prod-weu"}, namespace="ml", settings=mine) is None
+    assert check(tags, namespace="ml", settings=GuardSettings()) is None  # claims are ignored without a cluster name
+
+
+def test_needs_claim() -> None:
+    mine = GuardSettings(cluster_name="c1")
+    assert needs_claim({"gpuvm-managed": "true"}, mine)
+    assert not needs_claim({"gpuvm-managed": "true", "GPUVM-OWNER": "c1"}, mine)
+    assert not needs_claim({"gpuvm-managed": "true", "gpuvm-owner": "c2"}, mine)
+    assert not needs_claim({"gpuvm-managed": "true"}, GuardSettings())
+    assert owner_of({"Gpuvm-Owner": "c2"}, mine) == "c2"

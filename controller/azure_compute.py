@@ -18,6 +18,7 @@ import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import (
@@ -26,13 +27,16 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.core.pipeline.policies import AsyncRetryPolicy
+from azure.core.pipeline import PipelineRequest, PipelineResponse
+from azure.core.pipeline.policies import AsyncHTTPPolicy, AsyncRetryPolicy
 from azure.identity import CredentialUnavailableError
 from azure.mgmt.compute.aio import ComputeManagementClient
 from azure.mgmt.resource.resources.aio import ResourceManagementClient
 
 from controller.credentials import CredentialMode, diagnose
 from controller.gpuvm import VmRef
+from controller.metrics import Metrics, operation_name
+from controller.pacing import Kind, PacingSettings, SubscriptionPacer
 from controller.power import (
     Action,
     Observation,
@@ -189,6 +193,55 @@ class _OwnThrottlingRetryPolicy(AsyncRetryPolicy):
         return super().is_retry(settings, response)
 
 
+_SUBSCRIPTION_IN_PATH = re.compile(r"^/subscriptions/([^/]+)", re.I)
+
+
+def _kind(operation: str) -> Kind | None:
+    """Which budget a request spends; power operations took theirs in the engine's fair queue."""
+    if operation == "Operations.Get":
+        return Kind.POLL
+    if operation in ("VirtualMachines.List", "VirtualMachines.ListAll"):
+        return Kind.LIST
+    if operation.startswith("Tags.") and operation != "Tags.Get":
+        return Kind.WRITE
+    if operation.startswith("VirtualMachines.") and operation not in ("VirtualMachines.Get", "VirtualMachines.InstanceView"):
+        return None
+    return Kind.READ
+
+
+class _BudgetPolicy(AsyncHTTPPolicy):
+    """Every HTTP attempt to ARM waits for the subscription's budget and is counted.
+
+    It sits among the per-retry policies, so azure-core's own retries, list pages and LRO
+    status polls are paced and counted too; a 429 pauses that kind of request for the whole
+    subscription for Retry-After.
+    """
+
+    def __init__(self, adapter: "AzureCompute") -> None:
+        super().__init__()
+        self._adapter = adapter
+
+    async def send(self, request: PipelineRequest) -> PipelineResponse:
+        http = request.http_request
+        path = urlsplit(http.url).path
+        operation = operation_name(http.method, path)
+        kind = _kind(operation)
+        match = _SUBSCRIPTION_IN_PATH.search(path)
+        pacer = self._adapter.pacer(match.group(1).lower()) if match else None
+        if pacer is not None and kind is not None:
+            await pacer.take(kind)
+        try:
+            response = await self.next.send(request)
+        except Exception:
+            self._adapter.count(operation, "error")
+            raise
+        status = response.http_response.status_code
+        self._adapter.count(operation, str(status))
+        if status == 429 and pacer is not None:
+            pacer.throttled(kind or Kind.WRITE, _retry_after(response.http_response.headers))
+        return response
+
+
 @dataclass(frozen=True)
 class AzureSettings:
     endpoint: str = PUBLIC_ARM
@@ -199,6 +252,7 @@ class AzureSettings:
     request_timeout: float = 30.0
     operation_timeout: float = 1800.0  # a start that has not finished in 30 min is reported, not awaited forever
     retry_total: int = 3
+    pacing: PacingSettings = PacingSettings()
 
     @property
     def scope(self) -> str:
@@ -241,12 +295,27 @@ class AzureCompute:
         settings: AzureSettings,
         *,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc),
+        metrics: Metrics | None = None,
     ) -> None:
         self._credential = credential
         self.settings = settings
         self._clock = clock
+        self.metrics = metrics
         self._clients: dict[str, ComputeManagementClient] = {}
         self._tag_clients: dict[str, ResourceManagementClient] = {}
+        self._pacers: dict[str, SubscriptionPacer] = {}
+
+    def pacer(self, subscription_id: str) -> SubscriptionPacer:
+        """The request budget of one subscription (created on first use, on the running loop)."""
+        pacer = self._pacers.get(subscription_id)
+        if pacer is None:
+            on_wait = (lambda kind, s: self.metrics.throttle_wait.labels(kind.value).inc(s)) if self.metrics else None
+            pacer = self._pacers[subscription_id] = SubscriptionPacer(self.settings.pacing, on_wait=on_wait)
+        return pacer
+
+    def count(self, operation: str, code: str) -> None:
+        if self.metrics is not None:
+            self.metrics.azure_requests.labels(operation, code).inc()
 
     def _options(self) -> dict[str, Any]:
         s = self.settings
@@ -256,6 +325,7 @@ class AzureCompute:
             connection_verify=s.ca_bundle or True,
             polling_interval=s.polling_interval,
             retry_policy=_OwnThrottlingRetryPolicy(retry_total=s.retry_total, retry_backoff_max=10),
+            per_retry_policies=[_BudgetPolicy(self)],
             connection_timeout=min(10.0, s.request_timeout),
             read_timeout=s.request_timeout,
             logging_enable=False,
@@ -297,11 +367,19 @@ class AzureCompute:
             raise self._fail(exc, vm) from None
         return observation_from_model(model, now=self._clock(), source="get")
 
-    async def list_observations(self, subscription_id: str) -> AsyncIterator[tuple[str, Observation]]:
-        """Every VM of a subscription with its power state, one page per request (statusOnly)."""
-        client = self._client(subscription_id)
+    async def list_observations(
+        self, subscription_id: str, resource_group: str | None = None
+    ) -> AsyncIterator[tuple[str, Observation]]:
+        """Every VM of a subscription (or of one resource group, for identities that can only
+        read those) with its power state: one request per page thanks to statusOnly."""
+        operations = self._client(subscription_id).virtual_machines
+        pages = (
+            operations.list_all(status_only="true")
+            if resource_group is None
+            else operations.list(resource_group, params={"statusOnly": "true"})
+        )
         try:
-            async for model in client.virtual_machines.list_all(status_only="true"):
+            async for model in pages:
                 yield model.id.lower(), observation_from_model(model, now=self._clock(), source="list")
         except Exception as exc:  # noqa: BLE001
             raise self._fail(exc) from None

@@ -19,6 +19,7 @@ from controller.decide import Timing
 from controller.engine import EngineSettings
 from controller.gpuvm import SUBSCRIPTION_PATTERN
 from controller.guard import DEFAULT_MANAGED_TAG, GuardSettings, parse_tag_setting
+from controller.pacing import PacingSettings
 
 # Azure clouds: ARM endpoint and Entra ID authority host.
 CLOUDS: Mapping[str, tuple[str, str]] = {
@@ -44,6 +45,9 @@ class OperatorConfig:
     peering: str | None = None  # None: standalone (one replica)
     priority: int = 0
     status_workers: int = 4
+    metrics_port: int | None = None
+    labels: tuple[tuple[str, str | None], ...] = ()  # shard by label: (key, value), value None = present
+    log_format: str = "text"
 
     @property
     def clusterwide(self) -> bool:
@@ -104,6 +108,33 @@ def add_run_arguments(parser: argparse.ArgumentParser, env: Mapping[str, str] | 
                       help="kopf peering name for HA (several replicas, one active); default standalone")
     kube.add_argument("--priority", type=int, default=int(_env(env, "GPUVM_PRIORITY") or 0),
                       help="this replica's peering priority (the highest active one works)")
+    kube.add_argument("--selector", default=_env(env, "GPUVM_SELECTOR"),
+                      help="only GpuVms with these labels, e.g. 'shard=a' or 'team=ml,gpu' (env GPUVM_SELECTOR): "
+                           "several operators can share a cluster with disjoint selectors")
+    scale = parser.add_argument_group("scale")
+    scale.add_argument("--max-operations", type=int, default=int(_env(env, "GPUVM_MAX_OPERATIONS") or 500),
+                       help="power operations in flight per subscription at most (env GPUVM_MAX_OPERATIONS)")
+    scale.add_argument("--azure-budget-share", type=float, default=float(_env(env, "GPUVM_AZURE_BUDGET_SHARE") or 0.8),
+                       help="share of Azure's documented request budget per subscription this operator keeps to; "
+                            "0 disables pacing (env GPUVM_AZURE_BUDGET_SHARE)")
+    scale.add_argument("--metrics-port", type=int, default=int(_env(env, "GPUVM_METRICS_PORT") or 0) or None,
+                       help="serve Prometheus metrics on this port (env GPUVM_METRICS_PORT); default off")
+    scale.add_argument("--log-format", choices=["text", "json"], default=_env(env, "GPUVM_LOG_FORMAT") or "text",
+                       help="log lines as text or as JSON objects (env GPUVM_LOG_FORMAT)")
+
+
+def parse_selector(text: str | None) -> tuple[tuple[str, str | None], ...]:
+    """'shard=a,gpu' -> (('shard', 'a'), ('gpu', None)): equality and existence, as kopf filters."""
+    if not text or not text.strip():
+        return ()
+    out: list[tuple[str, str | None]] = []
+    for term in text.split(","):
+        key, sep, value = term.strip().partition("=")
+        key, value = key.strip(), value.strip()
+        if not key or (sep and not value) or not re.fullmatch(r"([a-z0-9.-]+/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?", key):
+            raise ConfigError(f"--selector: {term.strip()!r} is not 'key=value' or 'key' with a Kubernetes label key")
+        out.append((key, value if sep else None))
+    return tuple(out)
 
 
 def _check_positive(name: str, value: float) -> float:
@@ -130,6 +161,11 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
     cluster_name = (args.cluster_name or "").strip() or None
     if cluster_name and len(cluster_name) > 256:
         raise ConfigError(f"--cluster-name is an Azure tag value: at most 256 characters, got {len(cluster_name)}")
+    if args.max_operations < 1:
+        raise ConfigError(f"--max-operations must be at least 1, got {args.max_operations}")
+    max_operations = args.max_operations
+    if args.metrics_port is not None and not 0 < args.metrics_port < 65536:
+        raise ConfigError(f"--metrics-port must be a TCP port, got {args.metrics_port}")
     mode = CredentialMode(args.credential)
     token = None
     if args.simulator_token_file:
@@ -156,6 +192,7 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
             ca_bundle=args.ca_bundle,
             credential_mode=mode,
             polling_interval=_check_positive("--operation-poll", args.operation_poll),
+            pacing=PacingSettings(share=args.azure_budget_share, max_in_flight=max_operations),
         ),
         credential=CredentialSettings(
             mode=mode,
@@ -173,6 +210,9 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
         kubeconfig=args.kubeconfig,
         peering=args.peering,
         priority=args.priority,
+        metrics_port=args.metrics_port,
+        labels=parse_selector(args.selector),
+        log_format=args.log_format,
     )
 
 

@@ -1,10 +1,10 @@
 """The imperative shell around ``decide``: observe, decide, act, write status — per GpuVm.
 
 kopf gives every GpuVm a daemon (``drive``) that loops over ``step`` until the object goes away
-or the operator is paused by a higher-priority peer; watch events only wake it. All state that
-must survive a restart is in ``status``; what lives here is only what cannot be persisted
-meaningfully: the pollers of operations this process started, a cache of the last observation
-of each VM, and back-off clocks of failed requests.
+or the operator is paused by a higher-priority peer; watch events and the fleet's bulk walks
+only wake it. All state that must survive a restart is in ``status``; what lives here is only
+what cannot be persisted meaningfully: the pollers of operations this process started, the
+fleet's cache of observations (controller/fleet.py), and back-off clocks of failed requests.
 
 Concurrency: one event loop, so fields are read and written without locks, but a step must not
 keep stale copies across an ``await`` — inputs to ``decide`` are gathered after the last one.
@@ -16,24 +16,18 @@ import asyncio
 import datetime as dt
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from controller import decide as core
 from controller.azure_compute import AzureCompute, AzureFailureError
 from controller.decide import Decision, RequestFailure, Situation, Timing
-from controller.gpuvm import (
-    GROUP,
-    KIND,
-    VERSION,
-    GpuVmSpec,
-    SpecError,
-    VmRef,
-    parse_spec,
-)
+from controller.fleet import Fleet, FleetSettings, VmState
+from controller.gpuvm import GROUP, KIND, VERSION, GpuVmSpec, SpecError, VmRef, parse_spec
 from controller.guard import GuardSettings, check, needs_claim, owner_of
-from controller.power import Action, Observation, ProvisioningState
+from controller.metrics import GpuVmSample, Metrics
+from controller.power import Action, Observation
 from controller.reasons import Failure, Reason
 from controller.status import PreviousStatus, merge_patch, read_status, render_status
 
@@ -60,7 +54,13 @@ class EngineSettings:
     timing: Timing = Timing()
     guard: GuardSettings = GuardSettings()
     default_subscription: str | None = None
-    tag_refresh: float = 300.0  # tags (the consent) are re-read with a GET at least this often
+    tag_refresh: float = 60.0  # tags (the consent) older than this are re-read before acting
+    busy_walk: float = 2.0  # bulk walk interval while operations are in flight
+
+    @property
+    def fleet(self) -> FleetSettings:
+        t = self.timing
+        return FleetSettings(resync=t.resync, busy_walk=self.busy_walk, transition_poll=t.transition_poll, tag_refresh=self.tag_refresh)
 
 
 @dataclass
@@ -81,6 +81,8 @@ class Tracked:
     last_reason: Reason | None = None
     # An operation finished since status was last written: these records go out next.
     completed: tuple[core.LastOperation, core.StartFailures | None] | None = None
+    active: bool = False  # a daemon drives it (not paused, not deleted)
+    intent_since: float | None = None  # loop time a new generation was first seen, until Ready
 
     @property
     def vm(self) -> VmRef | None:
@@ -100,14 +102,8 @@ class Tracked:
         }
 
 
-@dataclass
-class VmState:
-    """What this process knows of one Azure VM, shared by every GpuVm naming it."""
-
-    observation: Observation | None = None
-    tags: Mapping[str, str] | None = None
-    tags_at: dt.datetime | None = None
-    in_flight: Action | None = None
+# Returned by an operation request whose intent changed while it queued for its turn.
+_SUPERSEDED = Failure(Reason.WAITING_FOR_TRANSITION, "Superseded", "the desired state changed while the request waited")
 
 
 def _utcnow() -> dt.datetime:
@@ -124,6 +120,7 @@ class Engine:
         emit: EventEmitter,
         clock: Clock = _utcnow,
         jitter: Callable[[], float] = random.random,
+        metrics: Metrics | None = None,
     ) -> None:
         self.azure = azure
         self._status = status
@@ -131,10 +128,17 @@ class Engine:
         self._emit = emit
         self._clock = clock
         self._jitter = jitter
+        self.metrics = metrics
         self.tracked: dict[tuple[str, str], Tracked] = {}
-        self.vms: dict[str, VmState] = {}
         self._by_vm: dict[str, set[tuple[str, str]]] = {}
         self._followers: set[asyncio.Task[None]] = set()
+        self.fleet = Fleet(azure, settings.fleet, clock=clock, on_change=self._vm_changed, wanted=self._wanted)
+        if metrics is not None:
+            metrics.watch(self._samples)
+
+    @property
+    def vms(self) -> dict[str, VmState]:
+        return self.fleet.vms
 
     # ---- what kopf tells us -------------------------------------------------------------
 
@@ -147,6 +151,8 @@ class Engine:
         t = self.tracked.get(key)
         if t is not None and t.uid == meta.get("uid"):
             if generation != t.generation or deleting != t.deleting:
+                if generation != t.generation:
+                    t.intent_since = asyncio.get_running_loop().time()
                 self._unindex(t)
                 t.generation, t.spec, t.deleting = generation, body.get("spec"), deleting
                 t.parsed = self._parse(t.spec)
@@ -166,6 +172,7 @@ class Engine:
             deleting=deleting,
             status=dict(body.get("status") or {}),
             parsed=self._parse(body.get("spec")),
+            intent_since=asyncio.get_running_loop().time(),
         )
         self.tracked[key] = t
         self._index(t)
@@ -195,18 +202,55 @@ class Engine:
         for other in keys:  # a duplicate may now be the one allowed to act
             self.tracked[other].wake.set()
 
+    def _vm_changed(self, key: str) -> None:
+        """The fleet saw a VM change: wake every GpuVm naming it."""
+        for k in self._by_vm.get(key, ()):
+            self.tracked[k].wake.set()
+
+    def _wanted(self, subscription: str) -> set[str]:
+        """VMs of ``subscription`` that some actively driven GpuVm names."""
+        prefix = f"/subscriptions/{subscription}/"
+        return {
+            key
+            for key, names in self._by_vm.items()
+            if key.startswith(prefix) and any(self.tracked[k].active for k in names)
+        }
+
+    def _samples(self) -> Iterator[GpuVmSample]:
+        for t in list(self.tracked.values()):
+            state = self.vms.get(t.vm.key) if t.vm else None
+            if state is None or state.observation is None or not t.active:
+                continue
+            facts = state.observation.facts
+            yield GpuVmSample(
+                namespace=t.namespace,
+                name=t.name,
+                vm=state.ref.name,
+                size=(facts.size if facts else None) or "",
+                power_state=state.observation.power_state,
+                billed_seconds=state.billing.seconds(),
+            )
+
     # ---- the per-object loop ------------------------------------------------------------
 
     async def drive(self, body: Mapping[str, Any], stopped: Any) -> None:
         """kopf daemon body: reconcile now, then whenever woken or due, until stopped."""
         t = self.seen(body)
         t.status = dict(body.get("status") or {})  # a (re)started daemon trusts the stored status
-        while not stopped:
-            t.wake.clear()
-            delay = await self.step_safely(t)
-            await _wait_any(t.wake, stopped, delay)
+        t.active = True
+        try:
+            while not stopped:
+                t.wake.clear()
+                if t.vm is not None:
+                    self.fleet.ensure_walker(t.vm.subscription_id)
+                delay = await self.step_safely(t)
+                await _wait_any(t.wake, stopped, delay)
+        finally:
+            t.active = False
 
     async def step_safely(self, t: Tracked) -> float | None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             return (await self.step(t)).requeue_after
         except asyncio.CancelledError:
@@ -214,6 +258,9 @@ class Engine:
         except Exception:  # noqa: BLE001 - a bug must not kill the daemon; it is logged, not shown
             log.exception("Reconciling %s/%s failed unexpectedly; retrying", t.namespace, t.name)
             return self.settings.timing.error_retry
+        finally:
+            if self.metrics is not None:
+                self.metrics.reconcile.observe(loop.time() - started)
 
     async def finalize(self, body: Mapping[str, Any], *, patience: float = 300.0) -> bool:
         """Drive a GpuVm being deleted until the VM is as deletionPolicy wants (True), or give up
@@ -245,81 +292,62 @@ class Engine:
                 pass
 
     async def step(self, t: Tracked) -> Decision:
-        timing = self.settings.timing
-        spec, vm = t.parsed, t.vm
-        observation: Observation | None = None
-        observation_failure: Failure | None = None
-        claim_failure: Failure | None = None
-        if vm is not None and self._duplicate_of(t, vm) is None:
-            observation, observation_failure = await self._observe(vm)
-            if observation is not None and not t.deleting:
-                claim_failure = await self._claim(t, vm)
+        vm = t.vm
+        observed = await self._look(t, vm, need_fresh_tags=False)
+        decision, previous = self._decide(t, vm, *observed)
+        if decision.action is not None and vm is not None:
+            # About to act: the consent must be recent, not whatever the last read said.
+            state = self.fleet.state(vm)
+            if state.tags_at is None or (self._clock() - state.tags_at).total_seconds() >= self.settings.tag_refresh:
+                observed = await self._look(t, vm, need_fresh_tags=True)
+                decision, previous = self._decide(t, vm, *observed)
+        if decision.action is not None and vm is not None:
+            decision = await self._act(t, vm, self.fleet.state(vm), decision, previous)
+        await self._write(t, decision, vm, observed[0], previous)
+        if decision.ready and t.intent_since is not None and not t.deleting:
+            if self.metrics is not None:
+                self.metrics.intent_to_desired.observe(asyncio.get_running_loop().time() - t.intent_since)
+            t.intent_since = None
+        return decision
 
-        # Inputs are gathered from here on without awaiting: nothing changes under decide().
-        now = self._clock()
+    async def _look(
+        self, t: Tracked, vm: VmRef | None, *, need_fresh_tags: bool
+    ) -> tuple[Observation | None, Failure | None, Failure | None]:
+        """(observation, why there is none, why the claim failed)."""
+        if vm is None or self._duplicate_of(t, vm) is not None:
+            return None, None, None
+        observation, failure = await self.fleet.observe(vm, need_fresh_tags=need_fresh_tags)
+        claim_failure = await self._claim(t, vm) if observation is not None and not t.deleting else None
+        return observation, failure, claim_failure
+
+    def _decide(
+        self,
+        t: Tracked,
+        vm: VmRef | None,
+        observation: Observation | None,
+        observation_failure: Failure | None,
+        claim_failure: Failure | None,
+    ) -> tuple[Decision, PreviousStatus]:
+        """Gather the inputs (no awaiting from here: nothing changes under decide) and decide."""
         previous = read_status(t.status)
         if t.completed is not None:
             previous = replace(previous, last_operation=t.completed[0], start_failures=t.completed[1])
         state = self.vms.get(vm.key) if vm else None
-        refusal = claim_failure or self._refusal(t, vm, state)
         situation = Situation(
-            spec=spec,
+            spec=t.parsed,
             generation=t.generation,
-            now=now,
+            now=self._clock(),
             deleting=t.deleting,
             converged_generation=previous.converged_generation,
             observation=observation,
             observation_failure=observation_failure,
-            refusal=refusal,
+            refusal=claim_failure or self._refusal(t, vm, state),
             in_flight=state.in_flight if state else None,
             last_operation=previous.last_operation,
             start_failures=previous.start_failures,
             request_failure=t.request_failure,
         )
-        decision = core.decide(situation, timing=timing, jitter=self._jitter())
-        if decision.action is not None and vm is not None and state is not None:
-            decision = await self._act(t, vm, state, decision, previous)
-        await self._write(t, decision, vm, observation, previous)
-        return decision
-
-    # ---- observing ----------------------------------------------------------------------
-
-    async def _observe(self, vm: VmRef) -> tuple[Observation | None, Failure | None]:
-        """The freshest affordable observation: cached if recent enough, else one GET."""
-        state = self.vms.setdefault(vm.key, VmState())
-        now = self._clock()
-        timing = self.settings.timing
-        obs = state.observation
-        if state.in_flight is not None and obs is not None:
-            return obs, None  # completion is learned from the operation itself
-        stale_after = timing.transition_poll if obs is None or obs.busy or not obs.power_state.settled else timing.resync
-        fresh = obs is not None and (now - obs.observed_at).total_seconds() < stale_after
-        tags_fresh = state.tags_at is not None and (now - state.tags_at).total_seconds() < self.settings.tag_refresh
-        if fresh and tags_fresh:
-            return obs, None
-        try:
-            got = await self.azure.observe(vm)
-        except AzureFailureError as e:
-            return None, e.failure
-        self._remember(vm.key, got)
-        return self.vms[vm.key].observation, None
-
-    def _remember(self, key: str, obs: Observation) -> None:
-        """Keep the newest observation; facts and tags survive sources that lack them."""
-        state = self.vms.setdefault(key, VmState())
-        old = state.observation
-        if old is not None and old.observed_at > obs.observed_at:
-            return
-        if obs.tags is not None:
-            state.tags, state.tags_at = dict(obs.tags), obs.observed_at
-        if old is not None and obs.facts is None:
-            obs = replace(obs, facts=old.facts)
-        state.observation = obs
-
-    def _forget_observation(self, key: str) -> None:
-        state = self.vms.get(key)
-        if state is not None:
-            state.observation = None
+        return core.decide(situation, timing=self.settings.timing, jitter=self._jitter()), previous
 
     # ---- who may act --------------------------------------------------------------------
 
@@ -351,7 +379,7 @@ class Engine:
         claim landed in between, its value is what we read and the guard refuses the VM.
         """
         guard = self.settings.guard
-        state = self.vms[vm.key]
+        state = self.fleet.state(vm)
         if state.tags is None or not needs_claim(state.tags, guard) or check(state.tags, namespace=t.namespace, settings=guard):
             return None
         try:
@@ -359,7 +387,7 @@ class Engine:
             tags = await self.azure.read_tags(vm)
         except AzureFailureError as e:
             return e.failure
-        state.tags, state.tags_at = tags, self._clock()
+        self.fleet.set_tags(vm.key, tags)
         if owner_of(tags, guard) == guard.cluster_name:
             log.info("%s/%s: claimed %s for cluster %s", t.namespace, t.name, vm.name, guard.cluster_name)
             self._emit(t.ref, "Normal", "Claimed", f"tagged {vm.name} {guard.owner_tag}={guard.cluster_name}")
@@ -374,7 +402,7 @@ class Engine:
         if owner_of(state.tags, guard) != guard.cluster_name or self._by_vm.get(vm.key, set()) - {t.key}:
             return
         try:
-            state.tags = await self.azure.update_tags(vm, "Delete", {guard.owner_tag: guard.cluster_name})
+            self.fleet.set_tags(vm.key, await self.azure.update_tags(vm, "Delete", {guard.owner_tag: guard.cluster_name}))
         except AzureFailureError as e:
             self._emit(t.ref, "Warning", "ClaimNotReleased", f"could not remove the tag {guard.owner_tag}: {e.failure.message}")
             return
@@ -393,10 +421,13 @@ class Engine:
         assert action is not None and decision.last_operation is not None
         state.in_flight = action  # claimed before the first await: no second request can start
         requested: asyncio.Future[Failure | None] = asyncio.get_running_loop().create_future()
-        task = asyncio.create_task(self._operate(t, vm, state, action, requested), name=f"{action.verb} {vm.name}")
+        generation = t.generation
+        task = asyncio.create_task(self._operate(t, vm, state, action, generation, requested), name=f"{action.verb} {vm.name}")
         self._followers.add(task)
         task.add_done_callback(self._followers.discard)
         failure = await asyncio.shield(requested)
+        if failure is _SUPERSEDED:
+            return replace(decision, action=None, last_operation=previous.last_operation, requeue_after=0.0)
         if failure is not None:
             return self._request_failed(t, vm, decision, previous, failure)
         t.request_failure = None
@@ -405,24 +436,47 @@ class Engine:
         return decision
 
     async def _operate(
-        self, t: Tracked, vm: VmRef, state: VmState, action: Action, requested: asyncio.Future[Failure | None]
+        self,
+        t: Tracked,
+        vm: VmRef,
+        state: VmState,
+        action: Action,
+        generation: int,
+        requested: asyncio.Future[Failure | None],
     ) -> None:
+        pacer = self.azure.pacer(vm.subscription_id)
+        try:
+            await pacer.acquire_operation(t.namespace)  # fair turn, in-flight cap, write budget
+        except BaseException:
+            state.in_flight = None
+            if not requested.done():
+                requested.cancel()
+            raise
+        if t.generation != generation:
+            # The intent changed while this request queued: let the next step decide afresh.
+            pacer.release()
+            state.in_flight = None
+            requested.set_result(_SUPERSEDED)
+            return
         try:
             poller = await self.azure.begin(vm, action)
         except AzureFailureError as e:
+            pacer.release()
             state.in_flight = None
             requested.set_result(e.failure)
             return
         except BaseException:
+            pacer.release()
             state.in_flight = None  # cancelled at shutdown: whether Azure got it is learned by observing
             if not requested.done():
                 requested.cancel()
             raise
+        self.fleet.operation_accepted(vm, action)
         requested.set_result(None)
-        # Accepted (202): Azure now shows the transient state; say so until the operation ends.
-        now = self._clock()
-        self._remember(vm.key, Observation(action.transient, ProvisioningState.UPDATING, now, source="operation"))
-        await self._follow(t, vm, state, action, poller)
+        try:
+            await self._follow(t, vm, state, action, poller)
+        finally:
+            pacer.release()
 
     def _request_failed(
         self, t: Tracked, vm: VmRef, decision: Decision, previous: PreviousStatus, failure: Failure
@@ -432,7 +486,7 @@ class Engine:
         assert action is not None and decision.last_operation is not None
         # Whatever the answer, Azure may have changed (a dropped connection may even hide an
         # accepted request): the next step reads the VM again instead of trusting the cache.
-        self._forget_observation(vm.key)
+        self.fleet.forget(vm.key)
         if failure.reason is Reason.WAITING_FOR_TRANSITION:
             # 409: Azure is busy with something we did not see. Not a failure of ours: look again.
             t.request_failure = RequestFailure(failure, now)
@@ -453,6 +507,8 @@ class Engine:
             jitter=self._jitter(),
         )
         if failures is not None and failures is not previous.start_failures:
+            if self.metrics is not None:
+                self.metrics.capacity_failures.labels(failure.code).inc()
             message = f"{failure.message}; next retry at {failures.next_retry_at:%Y-%m-%dT%H:%M:%SZ}"
             requeue = max(0.0, (failures.next_retry_at - now).total_seconds())
         else:
@@ -471,21 +527,45 @@ class Engine:
             requeue_after=requeue,
         )
 
+    async def _finish(self, vm: VmRef, state: VmState, poller: Any) -> Failure | None:
+        """The operation's end: its own result, or a bulk walk that saw its target first."""
+        result = asyncio.ensure_future(self.azure.finish(poller, vm))
+        reached = asyncio.ensure_future(state.reached.wait())
+        try:
+            await asyncio.wait({result, reached}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            reached.cancel()
+            if not result.done():
+                result.cancel()  # the walk saw it done; stop polling
+        if not result.done() or result.cancelled():
+            return None
+        error = result.exception()
+        if isinstance(error, AzureFailureError):
+            return error.failure
+        if error is not None:
+            raise error
+        return None
+
     async def _follow(self, t: Tracked, vm: VmRef, state: VmState, action: Action, poller: Any) -> None:
         """Wait for an accepted operation to end, record how, and wake the GpuVm."""
-        started = self._clock()
+        loop = asyncio.get_running_loop()
+        started, clock_started = loop.time(), self._clock()
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.in_flight.labels(action.value).inc()
         failure: Failure | None = None
         try:
-            await self.azure.finish(poller, vm)
-        except AzureFailureError as e:
-            failure = e.failure
+            failure = await self._finish(vm, state, poller)
         finally:
-            state.in_flight = None
+            self.fleet.operation_ended(vm, action, failure)
+            if metrics is not None:
+                metrics.in_flight.labels(action.value).dec()
+        took = loop.time() - started
+        if metrics is not None:
+            metrics.operation_duration.labels(action.value, "Succeeded" if failure is None else "Failed").observe(took)
+            if failure is not None and failure.reason in core.CAPACITY_REASONS:
+                metrics.capacity_failures.labels(failure.code).inc()
         now = self._clock()
-        if failure is None:
-            self._remember(vm.key, Observation(action.target, ProvisioningState.SUCCEEDED, now, source="operation"))
-        else:
-            self._forget_observation(vm.key)
         current = self.tracked.get(t.key)
         if current is None or current.uid != t.uid:
             return  # the GpuVm is gone; the VM state is cached for whoever names it next
@@ -500,10 +580,10 @@ class Engine:
                     timing=self.settings.timing,
                     jitter=self._jitter(),
                 )
-        took = int((now - started).total_seconds())
+        seconds = int((now - clock_started).total_seconds())
         if failure is None:
-            log.info("%s/%s: %s of %s succeeded after %ss", t.namespace, t.name, action.verb, vm.name, took)
-            self._emit(t.ref, "Normal", "Started" if action is Action.START else "Deallocated", f"VM {vm.name} is {action.target.value.lower()} ({took}s)")
+            log.info("%s/%s: %s of %s succeeded after %ss", t.namespace, t.name, action.verb, vm.name, seconds)
+            self._emit(t.ref, "Normal", "Started" if action is Action.START else "Deallocated", f"VM {vm.name} is {action.target.value.lower()} ({seconds}s)")
         else:
             log.warning("%s/%s: %s of %s failed: %s", t.namespace, t.name, action.verb, vm.name, failure.code)
             self._emit(t.ref, "Warning", f"{action.value}Failed", f"{failure.code}: {failure.message}")
@@ -537,6 +617,7 @@ class Engine:
         t.completed = None
 
     async def close(self) -> None:
+        await self.fleet.close()
         for task in list(self._followers):
             task.cancel()
         if self._followers:

@@ -34,6 +34,7 @@ from controller.credentials import (
 from controller.engine import Engine
 from controller.gpuvm import GROUP, PLURAL, VERSION
 from controller.kube import StatusWriter, load_api_client
+from controller.metrics import Metrics
 
 log = logging.getLogger("gpuvm.operator")
 
@@ -75,6 +76,7 @@ class Operator:
         self._writer: StatusWriter | None = None
         self._credential_check: asyncio.Task[None] | None = None
         self.credential_state = "unchecked"
+        self.metrics = Metrics()
 
     @property
     def engine(self) -> Engine:
@@ -91,11 +93,13 @@ class Operator:
             credential: Any = build_credential(config.credential)
         except CredentialConfigError as e:
             credential = _UnusableCredential(str(e))
-        azure = AzureCompute(credential, config.azure)
+        azure = AzureCompute(credential, config.azure, metrics=self.metrics)
         self._writer = StatusWriter(
             load_api_client(server=config.kube_server, kubeconfig=config.kubeconfig), workers=config.status_workers
         )
-        self._engine = Engine(azure=azure, status=self._writer, settings=config.engine, emit=_post_event)
+        self._engine = Engine(azure=azure, status=self._writer, settings=config.engine, emit=_post_event, metrics=self.metrics)
+        if config.metrics_port:
+            self.metrics.serve(config.metrics_port)
         self._credential_check = asyncio.create_task(self._check_credential(azure))
 
     async def _check_credential(self, azure: AzureCompute) -> None:
@@ -123,6 +127,7 @@ class Operator:
             await self._engine.azure.close()
         if self._writer is not None:
             self._writer.close()
+        self.metrics.close()
 
     def health(self) -> dict[str, Any]:
         engine = self._engine
@@ -137,6 +142,10 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
     """A fresh registry per operator instance (tests and the demo run several in one process)."""
     registry = kopf.OperatorRegistry()
     config = op.config
+    # Sharding: several operators can share a cluster with disjoint label selectors; one that
+    # does not match a GpuVm never sees it (no daemon, no finalizer, no status writes).
+    labels: dict[str, Any] = {key: (kopf.PRESENT if value is None else value) for key, value in config.labels}
+    gpuvms = dict(registry=registry, labels=labels or None)
 
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -164,8 +173,9 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
             return kopf.ConnectionInfo(server=config.kube_server, insecure=True)
         return kopf.login_via_client(**kwargs)
 
-    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
-    def seen(event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
+    @kopf.on.event(GROUP, VERSION, PLURAL, **gpuvms)
+    async def seen(event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
+        # async on purpose: kopf runs sync handlers in threads, and the engine is loop-bound.
         if event.get("type") == "DELETED":
             op.engine.gone(body.metadata.namespace or "", body.metadata.name or "")
         else:
@@ -173,11 +183,11 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
 
     # On deletion or shutdown kopf sets `stopped`; the loop notices at once unless mid-call, and
     # gets `cancellation_backoff` seconds to finish that call before being cancelled.
-    @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_backoff=10.0, cancellation_timeout=5.0)
+    @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_backoff=10.0, cancellation_timeout=5.0, **gpuvms)
     async def drive(body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
         await op.engine.drive(body, stopped)
 
-    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.delete(GROUP, VERSION, PLURAL, **gpuvms)
     async def release(body: kopf.Body, **_: Any) -> None:
         if not await op.engine.finalize(body):
             raise kopf.TemporaryError("the VM is not yet as deletionPolicy wants; see the Ready condition", delay=1)
@@ -230,6 +240,6 @@ def _run(args: argparse.Namespace) -> int:
         config = config_from_args(args)
     except ConfigError as e:
         raise CliError(str(e)) from None
-    kopf.configure(verbose=args.verbose)
+    kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.JSON if config.log_format == "json" else kopf.LogFormat.FULL)
     run_operator(config)
     return 0

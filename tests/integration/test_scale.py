@@ -1,0 +1,118 @@
+"""Bulk observation, paced and fair action, metrics, and sharding by label."""
+
+from __future__ import annotations
+
+import socket
+import urllib.request
+
+from controller.azuresim import SimulatorConfig, SimVm, ThrottlingConfig
+from controller.azuresim.throttling import BucketLimit
+from controller.sandbox import Sandbox, settled, wait_for
+from tests.integration.conftest import CRDS, FAST, MANAGED, NS, RG, SUB, Azure, Cluster, vm_id
+
+
+def settle_all(cluster: Cluster, names: list[str], timeout: float = 20) -> None:
+    wait_for(lambda: all(settled(cluster.get(n) or {"metadata": {}}) for n in names), timeout, interval=0.05,
+             what="all GpuVms settled")
+
+
+def test_settled_vms_are_observed_in_bulk(cluster: Cluster, azure: Azure, start_operator) -> None:
+    names = [f"vm-{i}" for i in range(1, 7)]
+    start_operator(["--resync-interval", "0.5"])
+    for name in names:
+        cluster.create(name, {"vm": {"resourceId": vm_id(name)}, "desiredState": "Deallocated"})
+    settle_all(cluster, names)
+    gets, walks = azure.count("VirtualMachines.Get"), azure.count("VirtualMachines.ListAll")
+    wait_for(lambda: azure.count("VirtualMachines.ListAll") >= walks + 4, 10, what="four more walks")
+    assert azure.count("VirtualMachines.Get") == gets  # no per-VM reads while everything is settled
+    assert azure.count("VirtualMachines.InstanceView") == 0
+
+
+def test_out_of_band_change_is_seen_by_the_walk(cluster: Cluster, azure: Azure, start_operator) -> None:
+    start_operator(["--resync-interval", "0.5", "--transition-poll", "30"])  # own reads would be too slow
+    cluster.create("w", {"vm": {"resourceId": vm_id("vm-1")}, "desiredState": "Deallocated", "driftPolicy": "Report"})
+    settle_all(cluster, ["w"])
+    azure.out_of_band("vm-1", "start")
+    wait_for(lambda: cluster.status("w").get("powerState") == "Running" and cluster.reason("w") == "Drifted", 10)
+
+
+def test_listing_refused_at_subscription_scope_walks_resource_groups(cluster: Cluster, azure: Azure, start_operator) -> None:
+    azure.fault("kind=http op=listAll status=403 error=AuthorizationFailed")
+    start_operator(["--resync-interval", "0.5"])
+    cluster.create("g", {"vm": {"resourceId": vm_id("vm-1")}, "desiredState": "Deallocated"})
+    settle_all(cluster, ["g"])
+    wait_for(lambda: azure.count("VirtualMachines.List", 200) >= 2, 10, what="resource-group walks")
+
+
+def test_a_burst_drains_under_the_operation_cap_without_conflicts(cluster: Cluster, azure: Azure, start_operator) -> None:
+    cluster.namespace("team-a")
+    cluster.namespace("team-b")
+    start_operator(["--max-operations", "2"])
+    names = [f"vm-{i}" for i in range(1, 7)]
+    for i, name in enumerate(names):
+        cluster.create(name, {"vm": {"resourceId": vm_id(name)}, "desiredState": "Running"}, ns="team-a" if i % 2 else "team-b")
+    wait_for(lambda: all(settled(o) for o in cluster.all_objects()) and len(cluster.all_objects()) == 6, 30, interval=0.05)
+    assert all(azure.power(n) == "running" for n in names)
+    assert azure.overlaps() == []
+    assert [r for r in azure.requests() if r.status == 409] == []
+    # Never more than two operations at once: each start began after an earlier one ended.
+    starts = sorted(r.time for r in azure.requests() if r.operation == "VirtualMachines.Start")
+    assert len(starts) == 6
+    assert starts[2] - starts[0] >= FAST.start * 0.9
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_metrics(cluster: Cluster, azure: Azure, start_operator) -> None:
+    port = free_port()
+    start_operator(["--metrics-port", str(port)])
+    cluster.create("m", {"vm": {"resourceId": vm_id("vm-1")}, "desiredState": "Running"})
+    cluster.wait_reason("m", "Reconciled")
+    text = wait_for(lambda: (t := urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode())
+                    and "gpuvm_intent_to_desired_seconds_count 1.0" in t and t, 10)
+    assert 'gpuvm_azure_requests_total{code="202",operation="VirtualMachines.Start"} 1.0' in text
+    assert f'gpuvm_power_state{{name="m",namespace="{NS}",state="Running",vm="vm-1"}} 1.0' in text
+    assert 'gpuvm_operation_duration_seconds_count{action="Start",result="Succeeded"} 1.0' in text
+    assert 'gpuvm_operations_in_flight{action="Start"} 0.0' in text
+    assert "gpuvm_reconcile_duration_seconds_bucket" in text
+    billed = next(line for line in text.splitlines() if line.startswith("gpuvm_billed_seconds_total{"))
+    assert 'name="m"' in billed and float(billed.rsplit(" ", 1)[1]) > 0
+
+
+def test_two_operators_share_a_cluster_by_label(cluster: Cluster, azure: Azure, start_operator) -> None:
+    first = start_operator(["--selector", "shard=a"])
+    cluster.create("a", {"vm": {"resourceId": vm_id("vm-1")}, "desiredState": "Running"}, labels={"shard": "a"})
+    cluster.create("b", {"vm": {"resourceId": vm_id("vm-2")}, "desiredState": "Running"}, labels={"shard": "b"})
+    cluster.wait_reason("a", "Reconciled")
+    b = cluster.get("b")
+    assert "status" not in b and not b["metadata"].get("finalizers")  # the shard-a operator never touched it
+    second = start_operator(["--selector", "shard=b"])
+    cluster.wait_reason("b", "Reconciled")
+    assert azure.power("vm-1") == azure.power("vm-2") == "running"
+    assert len(azure.power_requests("vm-1", "start")) == len(azure.power_requests("vm-2", "start")) == 1
+    first.stop()
+    second.stop()
+
+
+def test_throttling_pauses_the_subscription_and_recovers(tmp_path) -> None:
+    limits = {"SubscriptionWrites": BucketLimit(capacity=2, per_second=0.5)}
+    config = SimulatorConfig(timings=FAST, retry_after=0.05, throttling=ThrottlingConfig(limits=limits))
+    vms = [SimVm(subscription_id=SUB, resource_group=RG, name=f"t-{i}", tags=MANAGED) for i in range(4)]
+    with Sandbox(crds=CRDS, simulator=config, vms=vms, workdir=tmp_path, namespace=NS) as world:
+        world.start_operator(world.operator_flags(subscription=SUB, timing=("--operation-poll", "0.05", "--azure-budget-share", "0")))
+        for vm in vms:
+            world.cluster.create(vm.name, {"vm": {"resourceGroup": RG, "name": vm.name}, "desiredState": "Running"})
+        wait_for(lambda: all(settled(o) for o in world.cluster.all_objects()), 40, interval=0.05)
+        starts = [r for r in world.azure.requests() if r.operation == "VirtualMachines.Start"]
+        throttled = [r for r in starts if r.status == 429]
+        assert throttled, "the tiny write bucket should have answered 429 at least once"
+        # After a 429 the subscription's writes pause for Retry-After (>= 1 s here): apart from
+        # requests already on the wire when it arrived, none reach Azure in that window.
+        for t429 in throttled:
+            assert [r.time - t429.time for r in starts if 0.1 < r.time - t429.time < 0.9] == []
+        assert len([r for r in starts if r.status == 202]) == 4
+        assert world.azure.overlaps() == []

@@ -53,6 +53,24 @@ class OperatorConfig:
     def clusterwide(self) -> bool:
         return not self.namespaces
 
+    @property
+    def namespace_globs(self) -> bool:
+        """Patterns such as ``team-*`` or ``team-*,!team-x`` (kopf's syntax) rather than names."""
+        return any(_is_pattern(ns) for ns in self.namespaces)
+
+
+def _is_pattern(text: str) -> bool:
+    return any(c in text for c in "*?[!")
+
+
+def namespace_entries(values: Sequence[str]) -> tuple[str, ...]:
+    """Names stay names ('ml,research' is two of them); kopf patterns stay whole."""
+    out: list[str] = []
+    for value in values:
+        for entry in value.split():
+            out.extend([entry] if _is_pattern(entry) else [n for n in entry.split(",") if n])
+    return tuple(out)
+
 
 def _env(env: Mapping[str, str], *names: str) -> str | None:
     return next((env[n] for n in names if env.get(n)), None)
@@ -97,7 +115,8 @@ def add_run_arguments(parser: argparse.ArgumentParser, env: Mapping[str, str] | 
                         help="seconds before looking again after 401/403/404 or a refusal")
     kube = parser.add_argument_group("Kubernetes")
     kube.add_argument("--namespace", action="append", default=None,
-                      help="watch only this namespace (repeatable; env GPUVM_NAMESPACES, comma-separated); default all")
+                      help="watch only these namespaces: names ('ml,research') or kopf patterns ('team-*,!team-x'); "
+                           "repeatable (env GPUVM_NAMESPACES, space-separated); default all")
     kube.add_argument("--all-namespaces", action="store_true", help="watch every namespace (the default)")
     kube.add_argument("--liveness", default=_env(env, "GPUVM_LIVENESS"),
                       help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz (env GPUVM_LIVENESS)")
@@ -174,9 +193,9 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
                 token = f.read().strip()
         except OSError as e:
             raise ConfigError(f"--simulator-token-file cannot be read: {e.strerror}: {args.simulator_token_file}") from None
-    namespaces = tuple(args.namespace or ())
+    namespaces = namespace_entries(args.namespace or ())
     if not namespaces and not args.all_namespaces and env.get("GPUVM_NAMESPACES"):
-        namespaces = tuple(n.strip() for n in env["GPUVM_NAMESPACES"].split(",") if n.strip())
+        namespaces = namespace_entries([env["GPUVM_NAMESPACES"]])
     timing = Timing(
         resync=_check_positive("--resync-interval", args.resync_interval),
         transition_poll=_check_positive("--transition-poll", args.transition_poll),

@@ -158,9 +158,9 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
         settings.watching.server_timeout = 300  # every watch request ends; kopf re-lists/resumes
         settings.watching.client_timeout = 330
         settings.peering.priority = config.priority
-        # No CRD/namespace scanning: discovery is enough to find GpuVms, and it saves the
-        # cluster-wide list/watch permissions on CRDs and namespaces that scanning needs.
-        settings.scanning.disabled = True
+        # No CRD/namespace scanning unless namespace globs need it (to learn which namespaces
+        # match): discovery finds GpuVms, and it saves cluster-wide list/watch on namespaces.
+        settings.scanning.disabled = not config.namespace_globs
         await op.start()
 
     @kopf.on.cleanup(registry=registry)

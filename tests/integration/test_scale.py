@@ -116,3 +116,17 @@ def test_throttling_pauses_the_subscription_and_recovers(tmp_path) -> None:
             assert [r.time - t429.time for r in starts if 0.1 < r.time - t429.time < 0.9] == []
         assert len([r for r in starts if r.status == 202]) == 4
         assert world.azure.overlaps() == []
+
+
+def test_two_operators_share_a_cluster_by_namespace_pattern(cluster: Cluster, azure: Azure, start_operator) -> None:
+    for ns in ("team-a1", "team-b1"):
+        cluster.namespace(ns)
+    start_operator(["--namespace", "team-a*"])
+    cluster.create("a", {"vm": {"resourceId": vm_id("vm-1")}, "desiredState": "Running"}, ns="team-a1")
+    cluster.create("b", {"vm": {"resourceId": vm_id("vm-2")}, "desiredState": "Running"}, ns="team-b1")
+    cluster.wait_reason("a", "Reconciled", ns="team-a1")
+    b = cluster.get("b", ns="team-b1")
+    assert "status" not in b and not b["metadata"].get("finalizers")
+    start_operator(["--namespace", "team-b*"])
+    cluster.wait_reason("b", "Reconciled", ns="team-b1")
+    assert len(azure.power_requests("vm-1", "start")) == len(azure.power_requests("vm-2", "start")) == 1

@@ -1,0 +1,74 @@
+"""`gpuvm-operator run` configuration: flags, environment, and one readable line for bad input."""
+
+from __future__ import annotations
+
+import pytest
+
+from controller.cli import main
+from controller.config import ConfigError, parse_config, parse_selector
+from controller.credentials import CredentialMode
+
+SUB = "3f2c1a7e-0d4b-4c52-9a51-6f0e1d2c3b4a"
+
+
+def test_defaults() -> None:
+    config = parse_config([], env={})
+    assert config.azure.endpoint == "https://management.azure.com"
+    assert config.azure.scope == "https://management.azure.com/.default"
+    assert config.credential.mode is CredentialMode.AUTO
+    assert config.clusterwide and not config.namespace_globs
+    assert config.engine.guard.managed_tag == ("gpuvm-managed", "true")
+    assert config.engine.timing.resync == 60 and config.azure.pacing.max_in_flight == 500
+    assert config.metrics_port is None and config.labels == ()
+
+
+def test_environment_and_flags() -> None:
+    env = {"GPUVM_CLOUD": "AzureUSGovernment", "AZURE_SUBSCRIPTION_ID": SUB.upper(), "GPUVM_NAMESPACES": "ml,research team-*",
+           "GPUVM_MANAGED_TAG": "none", "GPUVM_RESYNC_SECONDS": "30", "GPUVM_CREDENTIAL": "workload-identity"}
+    config = parse_config(["--resync-interval", "15", "--selector", "shard=a,gpu"], env=env)
+    assert config.azure.endpoint == "https://management.usgovcloudapi.net"
+    assert config.credential.authority_host == "https://login.microsoftonline.us"
+    assert config.engine.default_subscription == SUB
+    assert config.namespaces == ("ml", "research", "team-*") and config.namespace_globs
+    assert config.engine.guard.managed_tag is None
+    assert config.engine.timing.resync == 15  # the flag wins over the environment
+    assert config.credential.mode is CredentialMode.WORKLOAD_IDENTITY
+    assert config.labels == (("shard", "a"), ("gpu", None))
+
+
+def test_exact_namespaces_need_no_scanning() -> None:
+    config = parse_config(["--namespace", "ml,research", "--namespace", "ops"], env={})
+    assert config.namespaces == ("ml", "research", "ops") and not config.namespace_globs
+    assert parse_config(["--namespace", "team-*,!team-x"], env={}).namespaces == ("team-*,!team-x",)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--arm-endpoint", "http://127.0.0.1:8443"], "--arm-endpoint must be an https:// URL"),
+        (["--ca-bundle", "/nope/ca.pem"], "--ca-bundle file does not exist: /nope/ca.pem"),
+        (["--subscription-id", "prod"], "--subscription-id must be a subscription UUID"),
+        (["--managed-tag", "gpuvm-managed"], "--managed-tag: expected NAME=VALUE or 'none'"),
+        (["--resync-interval", "0"], "--resync-interval must be a positive number of seconds"),
+        (["--max-operations", "0"], "--max-operations must be at least 1"),
+        (["--selector", "shard="], "--selector: 'shard=' is not 'key=value'"),
+        (["--simulator-token-file", "/nope/token"], "--simulator-token-file cannot be read"),
+        (["--cluster-name", "x" * 300], "--cluster-name is an Azure tag value: at most 256 characters"),
+    ],
+)
+def test_bad_values_are_refused_with_the_flag_named(argv: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("*", r"\*")):
+        parse_config(argv, env={})
+
+
+def test_the_cli_prints_one_line_and_exits_2(capsys) -> None:
+    assert main(["run", "--arm-endpoint", "http://x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "gpuvm-operator run: error: --arm-endpoint must be an https:// URL (bearer tokens are never sent in clear text), got http://x"
+
+
+def test_selector_syntax() -> None:
+    assert parse_selector(" shard = a , team ") == (("shard", "a"), ("team", None))
+    assert parse_selector("") == ()
+    with pytest.raises(ConfigError):
+        parse_selector("bad key=x")

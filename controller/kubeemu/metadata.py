@@ -103,7 +103,7 @@ def meta_problems(meta: dict[str, Any], *, rule: str) -> list[FieldError]:
             for k, v in labels.items():
                 errs += [invalid("metadata.labels", k, m) for m in qualified_name_problems(k)]
                 if not isinstance(v, str):
-                    errs.append(invalid(f"metadata.labels", v, "must be a string"))
+                    errs.append(invalid("metadata.labels", v, "must be a string"))
                     continue
                 if len(v) > 63:
                     errs.append(invalid("metadata.labels", v, "must be no more than 63 characters"))

@@ -120,7 +120,7 @@ def parse_label_selector(text: str | None) -> LabelSelector:
                 try:
                     int(tokens[i + 1])
                 except ValueError:
-                    raise bad_request(f"unable to parse requirement: for 'Gt', 'Lt' operators, the value must be an integer") from None
+                    raise bad_request("unable to parse requirement: for 'Gt', 'Lt' operators, the value must be an integer") from None
                 reqs.append(Requirement(key, op, (tokens[i + 1],)))
                 i += 2
             elif tokens[i] in {"in", "notin"}:
@@ -198,7 +198,7 @@ def parse_field_selector(text: str | None, *, allowed: frozenset[str], custom: b
         return FieldSelector(())
     reqs: list[FieldRequirement] = []
     for term in _split_unescaped(text):
-        for op, negate in (("!=", True), ("==", False), ("=", False)):
+        for op, negate in (("!=", True), ("==", False), ("=", False)):  # noqa: B007 - used after the break
             if op in term:
                 field, value = term.split(op, 1)
                 break

@@ -20,7 +20,14 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from . import errors as E
-from .patches import PatchApplyError, PatchDecodeError, json_patch, merge_patch, strategic_merge_patch
+from .access import Access, AccessLog, request_attributes
+from .patches import (
+    PatchApplyError,
+    PatchDecodeError,
+    json_patch,
+    merge_patch,
+    strategic_merge_patch,
+)
 from .resources import CRD_GROUP, ResourceInfo, sort_versions
 from .selectors import matcher, parse_field_selector, parse_label_selector
 from .store import Store, decode_continue, encode_continue
@@ -42,20 +49,23 @@ _VERBS = {
 }
 
 
+_KUSTOMIZATIONS = frozenset({"kustomization.yaml", "kustomization.yml"})
+
+
 class CrdLoadError(ValueError):
     """A CRD file given to the emulator cannot be read or is not a CRD."""
 
 
 def load_crds(sources: Iterable[Path | str | dict[str, Any]]) -> list[dict[str, Any]]:
-    """Read CRDs from dicts, files or directories (``*.yaml``, ``*.yml``, ``*.json``)."""
+    """Read CRDs from dicts, files or directories (``*.yaml``, ``*.yml``, ``*.json``, not kustomization.yaml)."""
     out: list[dict[str, Any]] = []
     for src in sources:
         if isinstance(src, dict):
             out.append(src)
             continue
         path = Path(src)
-        if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml", ".json"))
+        if path.is_dir():  # a kustomize directory (deploy/crds) also holds its kustomization.yaml
+            files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml", ".json") and p.name not in _KUSTOMIZATIONS)
         elif path.exists():
             files = [path]
         else:
@@ -94,6 +104,7 @@ class KubeEmulator:
         self._runner: web.AppRunner | None = None
         self._bookmarker: asyncio.Task[None] | None = None
         self._stats: Counter[tuple[str, str, int]] = Counter()
+        self._access = AccessLog()
         self.url = ""
 
     # ------------------------------------------------------------ lifecycle
@@ -148,11 +159,18 @@ class KubeEmulator:
             "total": sum(self._stats.values()),
             "watchers": store.hub.watcher_count() if store else 0,
             "resourceVersion": store.rv if store else 0,
+            "accessLogDropped": self._access.dropped,
         }
+
+    def access_log(self) -> frozenset[Access]:
+        """Every distinct (User-Agent, RBAC attributes) seen so far; see ``access.py``. O(distinct)."""
+        return self._access.snapshot()
 
     # ------------------------------------------------------------ dispatch
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         label = [request.method, ""]  # _route fills in the verb and resource as soon as it knows them
+        self._access.record(request_attributes(request.method, request.path, request.query,
+                                               user_agent=request.headers.get("User-Agent", "")))
         code = 500
         try:
             resp = await self._route(request, label)

@@ -26,7 +26,15 @@ from typing import Any
 from . import errors as E
 from .cel import CelCompileError
 from .metadata import finalizers_added_while_deleting, meta_problems
-from .resources import BUILTINS, CRD_GROUP, ResourceInfo, crd_problems, crd_status, default_crd, resources_from_crd
+from .resources import (
+    BUILTINS,
+    CRD_GROUP,
+    ResourceInfo,
+    crd_problems,
+    crd_status,
+    default_crd,
+    resources_from_crd,
+)
 from .selectors import Matcher
 from .watch import Change, WatchHub
 

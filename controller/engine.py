@@ -133,8 +133,6 @@ class Engine:
         self._by_vm: dict[str, set[tuple[str, str]]] = {}
         self._followers: set[asyncio.Task[None]] = set()
         self.fleet = Fleet(azure, settings.fleet, clock=clock, on_change=self._vm_changed, wanted=self._wanted)
-        if metrics is not None:
-            metrics.watch(self._samples)
 
     @property
     def vms(self) -> dict[str, VmState]:
@@ -216,7 +214,8 @@ class Engine:
             if key.startswith(prefix) and any(self.tracked[k].active for k in names)
         }
 
-    def _samples(self) -> Iterator[GpuVmSample]:
+    def samples(self) -> Iterator[GpuVmSample]:
+        """Per-GpuVm power state and billed seconds, for the metrics collector."""
         for t in list(self.tracked.values()):
             state = self.vms.get(t.vm.key) if t.vm else None
             if state is None or state.observation is None or not t.active:

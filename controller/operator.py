@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Mapping
@@ -77,6 +78,7 @@ class Operator:
         self._credential_check: asyncio.Task[None] | None = None
         self.credential_state = "unchecked"
         self.metrics = Metrics()
+        self.metrics.watch(lambda: self._engine.samples() if self._engine else iter(()))
 
     @property
     def engine(self) -> Engine:
@@ -85,7 +87,14 @@ class Operator:
         return self._engine
 
     async def start(self) -> None:
+        """Build the clients and the engine. Fatal problems raise kopf.PermanentError: kopf then
+        stops with that message instead of retrying a start that cannot succeed."""
         config = self.config
+        if config.metrics_port and self.metrics.port is None:
+            try:
+                self.metrics.serve(config.metrics_port)
+            except OSError as e:
+                raise kopf.PermanentError(f"cannot serve metrics on port {config.metrics_port}: {e.strerror}") from None
         warning = precedence_warning(config.credential.mode)
         if warning:
             log.warning("Azure credential: %s", warning)
@@ -98,8 +107,6 @@ class Operator:
             load_api_client(server=config.kube_server, kubeconfig=config.kubeconfig), workers=config.status_workers
         )
         self._engine = Engine(azure=azure, status=self._writer, settings=config.engine, emit=_post_event, metrics=self.metrics)
-        if config.metrics_port:
-            self.metrics.serve(config.metrics_port)
         self._credential_check = asyncio.create_task(self._check_credential(azure))
 
     async def _check_credential(self, azure: AzureCompute) -> None:
@@ -207,8 +214,22 @@ def run_operator(
 ) -> None:
     """Run until stopped (SIGINT/SIGTERM, or ``stop_flag``), in this thread's own event loop."""
     op = Operator(config)
-    asyncio.run(
-        kopf.operator(
+
+    async def main() -> None:
+        # kopf would wait for a threading.Event in an executor thread, which then keeps the
+        # loop from ever closing if the operator stops on its own (a failed start-up). A daemon
+        # thread relays the flag to an asyncio.Event instead.
+        stop_event = asyncio.Event()
+        if stop_flag is not None:
+            loop = asyncio.get_running_loop()
+
+            def relay() -> None:
+                stop_flag.wait()
+                with contextlib.suppress(RuntimeError):  # the loop may be gone already
+                    loop.call_soon_threadsafe(stop_event.set)
+
+            threading.Thread(target=relay, name="operator-stop-relay", daemon=True).start()
+        await kopf.operator(
             registry=build_registry(op),
             standalone=config.peering is None,
             peering_name=config.peering,
@@ -217,9 +238,10 @@ def run_operator(
             namespaces=list(config.namespaces),
             liveness_endpoint=config.liveness,
             ready_flag=ready_flag,
-            stop_flag=stop_flag,
+            stop_flag=stop_event if stop_flag is not None else None,
         )
-    )
+
+    asyncio.run(main())
 
 
 def add_parser(subparsers: Any) -> None:
@@ -241,5 +263,17 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as e:
         raise CliError(str(e)) from None
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.JSON if config.log_format == "json" else kopf.LogFormat.FULL)
-    run_operator(config)
+    try:
+        run_operator(config)
+    except Exception as e:
+        reason = startup_failure(e)
+        if reason is None:
+            raise
+        raise CliError(reason, exit_code=1) from None
     return 0
+
+
+def startup_failure(error: BaseException) -> str | None:
+    """The one-line reason when ``error`` is kopf's wrapper of a start-up that cannot succeed."""
+    cause = error.__cause__
+    return f"start-up failed: {cause}" if isinstance(cause, kopf.PermanentError) else None

@@ -20,7 +20,7 @@ from controller.azuresim import AzureComputeSimulator, SimulatorConfig, SimVm
 from controller.config import OperatorConfig, parse_config
 from controller.gpuvm import GROUP, KIND, PLURAL, VERSION
 from controller.kubeemu import KubeEmulator
-from controller.operator import run_operator
+from controller.operator import run_operator, startup_failure
 from controller.serving import ServerThread
 
 T = TypeVar("T")
@@ -208,7 +208,8 @@ class OperatorRunner:
         deadline = time.monotonic() + timeout
         while not self.ready.wait(0.05):
             if self.error is not None or not self.thread.is_alive():
-                raise RuntimeError(f"the operator stopped during start-up: {self.error!r}")
+                reason = startup_failure(self.error) if self.error else None
+                raise RuntimeError(reason or f"the operator stopped during start-up: {self.error!r}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the operator was not ready within {timeout} s")
         return self

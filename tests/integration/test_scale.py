@@ -5,6 +5,8 @@ from __future__ import annotations
 import socket
 import urllib.request
 
+import pytest
+
 from controller.azuresim import SimulatorConfig, SimVm, ThrottlingConfig
 from controller.azuresim.throttling import BucketLimit
 from controller.sandbox import Sandbox, settled, wait_for
@@ -130,3 +132,13 @@ def test_two_operators_share_a_cluster_by_namespace_pattern(cluster: Cluster, az
     start_operator(["--namespace", "team-b*"])
     cluster.wait_reason("b", "Reconciled", ns="team-b1")
     assert len(azure.power_requests("vm-1", "start")) == len(azure.power_requests("vm-2", "start")) == 1
+
+
+def test_a_metrics_port_in_use_stops_the_start_with_a_clear_error(start_operator) -> None:
+    with socket.socket() as busy:
+        busy.bind(("0.0.0.0", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(RuntimeError) as e:
+            start_operator(["--metrics-port", str(port)])
+    assert str(e.value) == f"start-up failed: cannot serve metrics on port {port}: Address already in use"

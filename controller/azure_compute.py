@@ -67,6 +67,38 @@ _ACTION_IN_MESSAGE = re.compile(r"action '([^']+)'")
 _AADSTS = re.compile(r"(AADSTS\d+:[^\r\n]*)")
 
 
+class TokenRequestFailed(ClientAuthenticationError):
+    """Getting a token failed for a reason other than Entra ID saying no (network, IMDS, …).
+
+    A ClientAuthenticationError on purpose: azure-core retries neither it nor the ARM call it
+    interrupts, so a broken identity shows within seconds instead of after minutes of retries.
+    """
+
+
+class GuardedCredential:
+    """Wraps the operator's credential so every token failure is recognisably one."""
+
+    def __init__(self, inner: AsyncTokenCredential) -> None:
+        self._inner = inner
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        try:
+            return await self._inner.get_token(*scopes, **kwargs)
+        except ClientAuthenticationError:
+            raise
+        except Exception as e:  # noqa: BLE001 - every failure to get a token is one
+            raise TokenRequestFailed(message=_one_line(str(e) or type(e).__name__, 300)) from e
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+    async def __aenter__(self) -> "GuardedCredential":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
 class AzureFailureError(Exception):
     """A translated failure; ``failure`` is what status and events show."""
 
@@ -154,6 +186,13 @@ def translate(exc: BaseException, *, mode: CredentialMode, vm: VmRef | None = No
         return exc.failure
     if isinstance(exc, CredentialUnavailableError):
         return Failure(Reason.AUTHENTICATION_FAILED, "CredentialUnavailable", diagnose(mode))
+    if isinstance(exc, TokenRequestFailed):
+        return Failure(
+            Reason.AUTHENTICATION_FAILED,
+            "TokenRequestFailed",
+            f"could not get a token for the '{mode.value}' identity (the sign-in endpoint, not Azure Resource "
+            f"Manager, failed): {exc.message}",
+        )
     if isinstance(exc, ClientAuthenticationError) and getattr(exc, "response", None) is None:
         # The token request itself failed (Entra ID answered, or no credential in the chain worked).
         aad = _AADSTS.search(str(exc))
@@ -297,7 +336,7 @@ class AzureCompute:
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc),
         metrics: Metrics | None = None,
     ) -> None:
-        self._credential = credential
+        self._credential = GuardedCredential(credential)
         self.settings = settings
         self._clock = clock
         self.metrics = metrics
@@ -424,6 +463,4 @@ class AzureCompute:
             await client.close()
         self._clients.clear()
         self._tag_clients.clear()
-        close = getattr(self._credential, "close", None)
-        if close is not None:
-            await close()
+        await self._credential.close()

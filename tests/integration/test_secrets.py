@@ -1,0 +1,59 @@
+"""No credential, token or secret value is ever logged, or written to status or events."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from controller.azuresim import SimulatorConfig
+from tests.integration.conftest import FAST, Azure, Cluster, replace_flag, vm_id
+
+TOKEN = "tok-4f1c9e-NEVER-LOGGED-8b2d"
+CLIENT_SECRET = "sec-77aa31-NEVER-LOGGED-c0de"
+MARKERS = (TOKEN, CLIENT_SECRET, "NEVER-LOGGED")
+
+
+@pytest.fixture
+def azure_config() -> SimulatorConfig:
+    return SimulatorConfig(timings=FAST, retry_after=0.05, token=TOKEN)
+
+
+def everything_written(cluster: Cluster, names: list[str]) -> str:
+    objects = [cluster.get(n) for n in names]
+    events = [e for n in names for e in cluster.events(n)]
+    return json.dumps(objects) + json.dumps(events)
+
+
+def test_tokens_and_secrets_stay_out_of_logs_status_and_events(
+    cluster: Cluster, azure: Azure, start_operator, operator_flags, caplog, monkeypatch
+) -> None:
+    caplog.set_level(logging.DEBUG)  # everything, the Azure SDK's HTTP logging included
+    # 1. A working bearer token, through every kind of call and failure.
+    first = start_operator(["--cluster-name", "aks-test"])
+    azure.fault("op=start vm=vm-3 error=AllocationFailed times=1")
+    azure.fault("kind=http op=deallocate vm=vm-2 status=500 error=InternalServerError times=1")
+    cluster.create("ok", {"vm": {"resourceId": vm_id("vm-1")}, "desiredState": "Running"})
+    cluster.create("capacity", {"vm": {"resourceId": vm_id("vm-3")}, "desiredState": "Running"})
+    cluster.create("flaky", {"vm": {"resourceId": vm_id("vm-running")}, "desiredState": "Deallocated"})
+    cluster.create("ghost", {"vm": {"resourceGroup": "rg-gpu", "name": "vm-404"}, "desiredState": "Running"})
+    for name in ("ok", "capacity", "flaky"):
+        cluster.wait_reason(name, "Reconciled")
+    cluster.wait_reason("ghost", "VmNotFound")
+    first.stop()
+    # 2. A service principal whose secret Entra ID refuses (the sign-in goes to a closed port on
+    #    loopback: the secret is offered, nothing answers) and a wrong bearer token.
+    monkeypatch.setenv("AZURE_TENANT_ID", "00000000-0000-0000-0000-00000000beef")
+    monkeypatch.setenv("AZURE_CLIENT_ID", "00000000-0000-0000-0000-00000000cafe")
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", CLIENT_SECRET)
+    monkeypatch.setenv("AZURE_AUTHORITY_HOST", "https://127.0.0.1:9")
+    start_operator(flags=replace_flag(operator_flags, "--credential", "environment"))
+    cluster.create("sp", {"vm": {"resourceId": vm_id("vm-4")}, "desiredState": "Running"})
+    cluster.wait_reason("sp", "AuthenticationFailed", timeout=30)
+    logged = caplog.text
+    assert "Request URL" in logged or "gpuvm" in logged  # the capture did see the operator at work
+    written = everything_written(cluster, ["ok", "capacity", "flaky", "ghost", "sp"])
+    for marker in MARKERS:
+        assert marker not in logged
+        assert marker not in written

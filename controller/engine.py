@@ -181,6 +181,8 @@ class Engine:
         t = self.tracked.pop((namespace, name), None)
         if t is not None:
             self._unindex(t)
+            if t.vm is not None and t.vm.key not in self._by_vm:
+                self.fleet.drop(t.vm.key)
 
     def _parse(self, spec: Any) -> GpuVmSpec | SpecError:
         return parse_spec(spec, default_subscription=self.settings.default_subscription)

@@ -47,6 +47,7 @@ class VmState:
     tags_at: dt.datetime | None = None
     in_flight: Action | None = None
     reached: asyncio.Event = field(default_factory=asyncio.Event)  # a walk saw the operation's target
+    accepted_at: dt.datetime | None = None  # when Azure accepted the operation in flight
     missing: bool = False  # absent from the last walk's pages
     last_read: float = float("-inf")  # loop time of our last own read
     last_failure: Failure | None = None  # of that read, shown until the next one may go out
@@ -138,6 +139,12 @@ class Fleet:
             state.observation = replace(state.observation, observed_at=dt.datetime.min.replace(tzinfo=dt.timezone.utc))
             state.last_read = float("-inf")
 
+    def drop(self, key: str) -> None:
+        """No GpuVm names the VM any more: forget it, unless an operation of ours still runs."""
+        state = self.vms.get(key)
+        if state is not None and state.in_flight is None:
+            del self.vms[key]
+
     def set_tags(self, key: str, tags: Mapping[str, str]) -> None:
         state = self.vms.get(key)
         if state is not None:
@@ -149,7 +156,8 @@ class Fleet:
         """Azure answered 202: it now shows the transient state; walk often until it ends."""
         state = self.state(vm)
         state.reached.clear()
-        self.remember(vm.key, Observation(action.transient, ProvisioningState.UPDATING, self._clock(), source="operation"))
+        state.accepted_at = self._clock()
+        self.remember(vm.key, Observation(action.transient, ProvisioningState.UPDATING, state.accepted_at, source="operation"))
         busy = self._busy.get(vm.subscription_id)
         if busy is not None:
             busy.set()
@@ -223,7 +231,9 @@ class Fleet:
         state = self.vms[key]
         state.missing = False
         if state.in_flight is not None:
-            if obs.power_state is state.in_flight.target and obs.provisioning_state is ProvisioningState.SUCCEEDED:
+            # Only a page requested after Azure accepted the operation can tell that it ended.
+            fresh = state.accepted_at is not None and obs.observed_at >= state.accepted_at
+            if fresh and obs.power_state is state.in_flight.target and obs.provisioning_state is ProvisioningState.SUCCEEDED:
                 state.reached.set()
             return
         if self.remember(key, obs):

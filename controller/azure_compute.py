@@ -449,6 +449,19 @@ class AzureCompute:
         except Exception as exc:  # noqa: BLE001
             raise self._fail(exc) from None
 
+    async def list_tags_page(self, subscription_id: str, continuation: str | None) -> tuple[dict[str, dict[str, str]], str | None]:
+        """One page of the subscription's VMs with their tags (statusOnly pages lack them), and
+        where the next page starts (None after the last)."""
+        pages = self._client(subscription_id).virtual_machines.list_all().by_page(continuation_token=continuation)
+        try:
+            page = await pages.__anext__()
+            tags = {model.id.lower(): dict(model.tags or {}) async for model in page}
+        except StopAsyncIteration:
+            return {}, None
+        except Exception as exc:  # noqa: BLE001
+            raise self._fail(exc) from None
+        return tags, pages.continuation_token
+
     async def begin(self, vm: VmRef, action: Action) -> Any:
         """Send the power operation; returns the poller once Azure accepted it (202)."""
         operations = self._client(vm.subscription_id).virtual_machines

@@ -104,6 +104,9 @@ def add_run_arguments(parser: argparse.ArgumentParser, env: Mapping[str, str] | 
                         help="seconds between re-observations of settled VMs, to notice drift (env GPUVM_RESYNC_SECONDS)")
     timing.add_argument("--transition-poll", type=float, default=float(_env(env, "GPUVM_TRANSITION_POLL_SECONDS") or 10),
                         help="seconds between looks at a VM Azure is transitioning (env GPUVM_TRANSITION_POLL_SECONDS)")
+    timing.add_argument("--tag-refresh-interval", type=float, default=float(_env(env, "GPUVM_TAG_REFRESH_SECONDS") or 300),
+                        help="seconds between bulk reads of the VMs' tags (the consent); a power operation on a VM "
+                             "whose tags are older than three times this reads them first (env GPUVM_TAG_REFRESH_SECONDS)")
     timing.add_argument("--operation-poll", type=float, default=float(_env(env, "GPUVM_OPERATION_POLL_SECONDS") or 10),
                         help="seconds between polls of a running operation unless Azure says otherwise")
     timing.add_argument("--capacity-backoff", type=float, default=float(_env(env, "GPUVM_CAPACITY_BACKOFF_SECONDS") or 60),
@@ -222,6 +225,7 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
             timing=timing,
             guard=GuardSettings(managed_tag=managed_tag, cluster_name=cluster_name),
             default_subscription=subscription.lower() if subscription else None,
+            tag_walk=_check_positive("--tag-refresh-interval", args.tag_refresh_interval),
         ),
         namespaces=namespaces,
         liveness=args.liveness,

@@ -54,13 +54,21 @@ class EngineSettings:
     timing: Timing = Timing()
     guard: GuardSettings = GuardSettings()
     default_subscription: str | None = None
-    tag_refresh: float = 60.0  # tags (the consent) older than this are re-read before acting
+    tag_walk: float = 300.0  # the tags (the consent) are read in bulk this often
     busy_walk: float = 2.0  # bulk walk interval while operations are in flight
+
+    @property
+    def tag_refresh(self) -> float:
+        """Tags older than this are re-read before acting (the bulk cycle fell behind)."""
+        return 3 * self.tag_walk
 
     @property
     def fleet(self) -> FleetSettings:
         t = self.timing
-        return FleetSettings(resync=t.resync, busy_walk=self.busy_walk, transition_poll=t.transition_poll, tag_refresh=self.tag_refresh)
+        return FleetSettings(
+            resync=t.resync, busy_walk=self.busy_walk, transition_poll=t.transition_poll,
+            tag_refresh=self.tag_refresh, tag_walk=self.tag_walk,
+        )
 
 
 @dataclass

@@ -3,9 +3,11 @@
 Azure allows each VM 12 instance-view reads a minute and each subscription a few hundred list
 calls, so polling every VM does not scale. Settled VMs are observed in bulk: one
 ``list_all(statusOnly=true)`` walk per subscription per interval (per resource group when the
-identity may only read those) answers for every VM at once. A VM gets a read of its own only
-when it is new, in a transition this operator did not start, missing from the pages, or about to
-be acted on with tags (the consent) older than ``tag_refresh``. Completion of an operation the
+identity may only read those) answers for every VM at once. statusOnly pages carry no tags, so
+the tags (the consent) come from a plain ``list_all`` read one page per interval, a cycle every
+``tag_walk`` seconds. A VM gets a read of its own only when it is new, in a transition this
+operator did not start, missing from the pages, or about to be acted on with tags older than the
+engine allows. Completion of an operation the
 operator started comes from the operation itself; while operations are in flight the walk runs
 every ``busy_walk`` seconds, and a walk that shows the target state ends the wait early — at
 scale, one page per second is far cheaper than a status poll per operation.
@@ -33,7 +35,8 @@ class FleetSettings:
     resync: float = 60.0  # bulk walk interval while nothing is in flight
     busy_walk: float = 2.0  # bulk walk interval while operations of ours are in flight
     transition_poll: float = 10.0  # own reads of a VM transitioning out of band
-    tag_refresh: float = 60.0  # tags older than this are re-read before a power operation
+    tag_refresh: float = 900.0  # tags older than this are re-read before a power operation
+    tag_walk: float = 300.0  # a new cycle of tags pages starts this long after the last ended
     min_read_interval: float = 5.0  # Azure: 12 reads per minute per VM
 
 
@@ -74,6 +77,7 @@ class Fleet:
         self.vms: dict[str, VmState] = {}
         self._walkers: dict[str, asyncio.Task[None]] = {}
         self._busy: dict[str, asyncio.Event] = {}
+        self._tag_pages: dict[str, tuple[str | None, float]] = {}  # subscription -> (next page, not before)
         self.walks = 0
 
     def state(self, vm: VmRef) -> VmState:
@@ -190,6 +194,8 @@ class Fleet:
             started = loop.time()
             try:
                 await self._walk(subscription, keys, per_group=per_group)
+                if not per_group:
+                    await self._tags_page(subscription, keys)
             except AzureFailureError as e:
                 if e.failure.reason is Reason.AUTHORIZATION_FAILED and not per_group:
                     log.info("cannot list VMs of subscription %s; walking its resource groups instead", subscription)
@@ -226,6 +232,22 @@ class Fleet:
             if state is not None and not state.missing:
                 state.missing = True  # deleted, or invisible to this identity: its own read will tell
                 self._on_change(key)
+
+    async def _tags_page(self, subscription: str, keys: set[str]) -> None:
+        """At most one page of tags per interval, so reading the consent in bulk never costs
+        more than one request per interval on top of the status walk."""
+        loop = asyncio.get_running_loop()
+        continuation, not_before = self._tag_pages.get(subscription, (None, 0.0))
+        if loop.time() < not_before:
+            return
+        started = self._clock()
+        tags, continuation = await self.azure.list_tags_page(subscription, continuation)
+        for key, vm_tags in tags.items():
+            state = self.vms.get(key)
+            if key in keys and state is not None and (state.tags_at is None or state.tags_at <= started):
+                state.tags, state.tags_at = vm_tags, started
+        pause = self.settings.resync * 0.9 if continuation else self.settings.tag_walk
+        self._tag_pages[subscription] = (continuation, loop.time() + pause)
 
     def _from_walk(self, key: str, obs: Observation) -> None:
         state = self.vms[key]

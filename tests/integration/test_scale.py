@@ -142,3 +142,18 @@ def test_a_metrics_port_in_use_stops_the_start_with_a_clear_error(start_operator
         with pytest.raises(RuntimeError) as e:
             start_operator(["--metrics-port", str(port)])
     assert str(e.value) == f"start-up failed: cannot serve metrics on port {port}: Address already in use"
+
+
+def test_tags_are_read_in_bulk_and_used_for_consent(cluster: Cluster, azure: Azure, start_operator) -> None:
+    start_operator(["--resync-interval", "0.3", "--tag-refresh-interval", "0.5"])
+    cluster.create("t", {"vm": {"resourceId": vm_id("vm-1")}, "desiredState": "Deallocated"})
+    settle_all(cluster, ["t"])
+    gets = azure.count("VirtualMachines.Get")
+    # Someone removes the opt-in tag in the portal; only a bulk read of tags can tell.
+    azure.call(lambda: azure.sim.set_tags("vm-1", {}))
+    pages = azure.count("VirtualMachines.ListAll")
+    wait_for(lambda: azure.count("VirtualMachines.ListAll") >= pages + 4, 10, what="a few more walks, tags pages among them")
+    cluster.patch_spec("t", {"desiredState": "Running"})
+    cluster.wait_reason("t", "NotManaged")
+    assert azure.count("VirtualMachines.Get") == gets  # the consent came from the bulk read, not a read per VM
+    assert azure.power_requests("vm-1", "start") == []

@@ -32,7 +32,7 @@ def test_azure_budget_share() -> None:
     assert settings.rate(Kind.READ) == Rate(125, 12.5)
     assert PacingSettings(share=0).rate(Kind.WRITE) is None
     assert PacingSettings(rates=((Kind.WRITE, Rate(1, 1)),)).rate(Kind.WRITE) == Rate(1, 1)
-    assert AZURE_BUDGET[Kind.POLL].per_second == pytest.approx(5000 / 60)
+    assert AZURE_BUDGET[Kind.POLL].per_second < AZURE_BUDGET[Kind.READ].per_second  # polls leave reads room
 
 
 async def test_reads_wait_for_tokens_and_lists_spend_reads_too() -> None:

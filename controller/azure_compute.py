@@ -223,6 +223,14 @@ def translate(exc: BaseException, *, mode: CredentialMode, vm: VmRef | None = No
     return Failure(Reason.AZURE_ERROR, type(exc).__name__, _one_line(str(exc) or type(exc).__name__, 300))
 
 
+def _poll_failed(exc: BaseException) -> bool:
+    """The status request failed (throttled, server error, network), not the operation."""
+    if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
+        return True
+    status = getattr(exc, "status_code", None) if isinstance(exc, HttpResponseError) else None
+    return status in (408, 429, 500, 502, 503, 504)
+
+
 class _OwnThrottlingRetryPolicy(AsyncRetryPolicy):
     """azure-core's retries, minus 429: throttling is paced per subscription by the operator.
 
@@ -471,12 +479,30 @@ class AzureCompute:
         except Exception as exc:  # noqa: BLE001
             raise self._fail(exc, vm) from None
 
-    async def finish(self, poller: Any, vm: VmRef) -> None:
-        """Follow an accepted operation to its end (bounded); raises AzureFailureError if it failed."""
-        try:
-            await asyncio.wait_for(poller.result(), timeout=self.settings.operation_timeout)
-        except Exception as exc:  # noqa: BLE001
-            raise self._fail(exc, vm) from None
+    async def finish(self, poller: Any, vm: VmRef, action: Action) -> None:
+        """Follow an accepted operation to its end (bounded); raises AzureFailureError if it failed.
+
+        A status poll that fails on its own (429, 5xx, a dropped connection) says nothing about
+        the operation: polling resumes from the poller's continuation token after a pause, so
+        only the operation's own verdict ever ends it as failed.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.operation_timeout
+        operations = self._client(vm.subscription_id).virtual_machines
+        resume = operations.begin_start if action is Action.START else operations.begin_deallocate
+        pause = 1.0
+        while True:
+            try:
+                await asyncio.wait_for(poller.result(), timeout=max(0.0, deadline - loop.time()))
+                return
+            except Exception as exc:  # noqa: BLE001
+                if not _poll_failed(exc) or loop.time() + pause >= deadline:
+                    raise self._fail(exc, vm) from None
+                retry_after = _retry_after(getattr(getattr(exc, "response", None), "headers", None))
+                log.debug("status poll for %s failed (%s); resuming", vm.name, type(exc).__name__)
+            await asyncio.sleep(retry_after or pause)
+            pause = min(pause * 2, 30.0)
+            poller = await resume(vm.resource_group, vm.name, continuation_token=poller.continuation_token())
 
     async def update_tags(self, vm: VmRef, operation: str, tags: Mapping[str, str]) -> dict[str, str]:
         """Merge or Delete tags on the VM through the Tags API; returns the VM's tags after it."""

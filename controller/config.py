@@ -134,7 +134,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, env: Mapping[str, str] | 
                       help="only GpuVms with these labels, e.g. 'shard=a' or 'team=ml,gpu' (env GPUVM_SELECTOR): "
                            "several operators can share a cluster with disjoint selectors")
     scale = parser.add_argument_group("scale")
-    scale.add_argument("--max-operations", type=int, default=int(_env(env, "GPUVM_MAX_OPERATIONS") or 500),
+    scale.add_argument("--max-operations", type=int, default=int(_env(env, "GPUVM_MAX_OPERATIONS") or 1000),
                        help="power operations in flight per subscription at most (env GPUVM_MAX_OPERATIONS)")
     scale.add_argument("--azure-budget-share", type=float, default=float(_env(env, "GPUVM_AZURE_BUDGET_SHARE") or 0.8),
                        help="share of Azure's documented request budget per subscription this operator keeps to; "

@@ -55,7 +55,7 @@ class EngineSettings:
     guard: GuardSettings = GuardSettings()
     default_subscription: str | None = None
     tag_walk: float = 300.0  # the tags (the consent) are read in bulk this often
-    busy_walk: float = 2.0  # bulk walk interval while operations are in flight
+    busy_walk: float = 1.0  # bulk walk interval while operations are in flight (the list budget paces it)
 
     @property
     def tag_refresh(self) -> float:
@@ -536,9 +536,9 @@ class Engine:
             requeue_after=requeue,
         )
 
-    async def _finish(self, vm: VmRef, state: VmState, poller: Any) -> Failure | None:
+    async def _finish(self, vm: VmRef, state: VmState, action: Action, poller: Any) -> Failure | None:
         """The operation's end: its own result, or a bulk walk that saw its target first."""
-        result = asyncio.ensure_future(self.azure.finish(poller, vm))
+        result = asyncio.ensure_future(self.azure.finish(poller, vm, action))
         reached = asyncio.ensure_future(state.reached.wait())
         try:
             await asyncio.wait({result, reached}, return_when=asyncio.FIRST_COMPLETED)
@@ -564,7 +564,7 @@ class Engine:
             metrics.in_flight.labels(action.value).inc()
         failure: Failure | None = None
         try:
-            failure = await self._finish(vm, state, poller)
+            failure = await self._finish(vm, state, action, poller)
         finally:
             self.fleet.operation_ended(vm, action, failure)
             if metrics is not None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from controller.azure_compute import AzureCompute, AzureFailureError
 from controller.gpuvm import VmRef
 from controller.metrics import BillingClock
-from controller.power import Action, Observation, ProvisioningState
+from controller.power import Action, Observation, ProvisioningState, VmFacts
 from controller.reasons import Failure, Reason
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class FleetSettings:
     resync: float = 60.0  # bulk walk interval while nothing is in flight
-    busy_walk: float = 2.0  # bulk walk interval while operations of ours are in flight
+    busy_walk: float = 1.0  # bulk walk interval while operations of ours are in flight
     transition_poll: float = 10.0  # own reads of a VM transitioning out of band
     tag_refresh: float = 900.0  # tags older than this are re-read before a power operation
     tag_walk: float = 300.0  # a new cycle of tags pages starts this long after the last ended
@@ -55,6 +55,19 @@ class VmState:
     last_read: float = float("-inf")  # loop time of our last own read
     last_failure: Failure | None = None  # of that read, shown until the next one may go out
     billing: BillingClock = field(default_factory=BillingClock)
+
+
+def _merged(old: VmFacts, new: VmFacts | None) -> VmFacts:
+    """Facts a source lacks (statusOnly pages carry no size) keep their last known value."""
+    if new is None:
+        return old
+    return VmFacts(
+        resource_id=new.resource_id or old.resource_id,
+        name=new.name or old.name,
+        vm_id=new.vm_id or old.vm_id,
+        size=new.size or old.size,
+        location=new.location or old.location,
+    )
 
 
 class Fleet:
@@ -130,8 +143,8 @@ class Fleet:
             return False
         if obs.tags is not None:
             state.tags, state.tags_at = dict(obs.tags), obs.observed_at
-        if old is not None and obs.facts is None:
-            obs = replace(obs, facts=old.facts)
+        if old is not None and old.facts is not None:
+            obs = replace(obs, facts=_merged(old.facts, obs.facts))
         state.observation, state.last_failure = obs, None
         state.billing.observe(obs.power_state)
         return old is None or (old.power_state, old.provisioning_state) != (obs.power_state, obs.provisioning_state)

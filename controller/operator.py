@@ -263,6 +263,11 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as e:
         raise CliError(str(e)) from None
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.JSON if config.log_format == "json" else kopf.LogFormat.FULL)
+    if not args.verbose:
+        # azure-core logs every request and response in eight lines at INFO: at scale, that is
+        # most of the log and a good part of the CPU. The operator logs what matters itself.
+        logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
+        logging.getLogger("azure.identity").setLevel(logging.WARNING)
     try:
         run_operator(config)
     except Exception as e:

@@ -49,7 +49,7 @@ AZURE_BUDGET: dict[Kind, Rate] = {
 @dataclass(frozen=True)
 class PacingSettings:
     share: float = 0.8  # of Azure's budget; 0 or less disables pacing (a simulator without throttling)
-    max_in_flight: int = 500  # power operations per subscription at once
+    max_in_flight: int = 1000  # power operations per subscription at once
     rates: tuple[tuple[Kind, Rate], ...] = ()  # explicit budgets, instead of a share of Azure's
 
     def rate(self, kind: Kind) -> Rate | None:

@@ -121,3 +121,13 @@ def test_no_credential_names_the_settings_to_provide(cluster: Cluster, azure: Az
         assert setting in message
     assert "EnvironmentCredential authentication unavailable" not in message
     assert azure.requests() == []  # nothing reached Azure without a token
+
+
+def test_a_throttled_status_poll_is_not_a_failed_operation(cluster: Cluster, azure: Azure, operator: OperatorRunner) -> None:
+    azure.fault("kind=throttle op=operationStatus retry-after=1 times=2")
+    azure.fault("kind=http op=operationStatus status=503 error=ServiceUnavailable times=1")
+    cluster.create("t", {"vm": {"resourceId": vm_id("vm-4")}, "desiredState": "Running"})
+    status = cluster.wait_reason("t", "Reconciled", timeout=20)
+    assert status["lastOperation"]["result"] == "Succeeded"
+    assert len(azure.power_requests("vm-4", "start")) == 1  # followed to its end, never requested again
+    assert "StartFailed" not in [r for _, r, _ in cluster.events("t")]

@@ -18,7 +18,7 @@ def test_defaults() -> None:
     assert config.credential.mode is CredentialMode.AUTO
     assert config.clusterwide and not config.namespace_globs
     assert config.engine.guard.managed_tag == ("gpuvm-managed", "true")
-    assert config.engine.timing.resync == 60 and config.azure.pacing.max_in_flight == 500
+    assert config.engine.timing.resync == 60 and config.azure.pacing.max_in_flight == 1000
     assert config.metrics_port is None and config.labels == ()
 
 

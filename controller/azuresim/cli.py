@@ -20,7 +20,7 @@ from .config import SimulatorConfig
 from .faults import Fault, FaultSpecError
 from .model import SimVm, Timings
 from .server import AzureComputeSimulator
-from .throttling import ThrottlingConfig
+from .throttling import DEFAULT_LIMITS, BucketLimit, ThrottlingConfig
 from .vmfile import VmFileError, load_vms_yaml
 
 TOKEN_ENV = "GPUVM_SIMULATOR_TOKEN"
@@ -43,6 +43,10 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--page-size", type=int, default=1000, metavar="N", help="VMs per list page (default 1000)")
     parser.add_argument("--no-throttling", action="store_true", help="turn off ARM and Compute throttling")
     parser.add_argument("--throttle-scale", type=float, default=1.0, metavar="F", help="multiply every throttling bucket and rate by F")
+    parser.add_argument("--throttle-limit", action="append", default=[], metavar="POLICY=CAP/RATE",
+                        help="override one throttling policy, e.g. UpdateVMResource=1000/1000 (repeatable); "
+                             f"policies: {', '.join(DEFAULT_LIMITS)}")
+    parser.add_argument("--log-size", type=int, default=10_000, metavar="N", help="requests kept in the request log (default 10000)")
     defaults = Timings()
     for name in _TIMING_FLAGS:
         flag = "--" + name.replace("_", "-") + "-seconds"
@@ -76,6 +80,9 @@ def build(args: argparse.Namespace) -> tuple[SimulatorConfig, list[SimVm]]:
         raise CliError(f"--throttle-scale {args.throttle_scale:g}: must be > 0")
     if args.retry_after < 0:
         raise CliError(f"--retry-after {args.retry_after:g}: must be >= 0")
+    if args.log_size < 1:
+        raise CliError(f"--log-size {args.log_size}: must be >= 1")
+    limits = dict(parse_limit(text) for text in args.throttle_limit)
     try:
         timings = replace(Timings(), **{name: getattr(args, f"{name}_seconds") for name in _TIMING_FLAGS})
     except ValueError as e:
@@ -88,11 +95,26 @@ def build(args: argparse.Namespace) -> tuple[SimulatorConfig, list[SimVm]]:
         timings=timings,
         retry_after=args.retry_after,
         page_size=args.page_size,
-        throttling=ThrottlingConfig(enabled=not args.no_throttling, scale=args.throttle_scale),
+        throttling=ThrottlingConfig(enabled=not args.no_throttling, scale=args.throttle_scale, limits=limits),
+        log_size=args.log_size,
         faults=tuple(faults),
         ca_file=args.ca_file,
     )
     return config, vms
+
+
+def parse_limit(text: str) -> tuple[str, BucketLimit]:
+    """'UpdateVMResource=1000/1000' -> ('UpdateVMResource', BucketLimit(1000, 1000)), or CliError."""
+    from controller.cli import CliError
+
+    policy, sep, value = text.partition("=")
+    capacity, slash, rate = value.partition("/")
+    if not sep or not slash or policy not in DEFAULT_LIMITS:
+        raise CliError(f"--throttle-limit {text!r}: expected POLICY=CAPACITY/PER_SECOND, POLICY one of {', '.join(DEFAULT_LIMITS)}")
+    try:
+        return policy, BucketLimit(float(capacity), float(rate))
+    except ValueError as e:
+        raise CliError(f"--throttle-limit {text!r}: {e}") from None
 
 
 def run(args: argparse.Namespace) -> int:

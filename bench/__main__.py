@@ -2,7 +2,6 @@
 
     python -m bench [--only reaction,completion,bulk,footprint,burst,compare] [--quick]
                     [--report docs/benchmarks.md] [--json reports/benchmarks.json]
-    python -m bench --only cabundle          # extra: --ca-bundle against a trust store (not in the default run)
     python -m bench --render reports/benchmarks.json   # rewrite the report from an earlier run, run nothing
 
 Runs the real operator, the Kubernetes emulator and the Azure simulator as separate processes
@@ -55,8 +54,7 @@ def _clean(workdir: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--only", default=",".join(suite.SCENARIOS),
-                        help=f"comma-separated scenarios to run (default all: {','.join(suite.SCENARIOS)}; "
-                             f"also {','.join(suite.EXTRA_SCENARIOS)}, not run by default)")
+                        help=f"comma-separated scenarios to run (default all: {','.join(suite.SCENARIOS)})")
     parser.add_argument("--quick", action="store_true", help="small N and short windows: a smoke run in about a minute")
     parser.add_argument("--report", type=Path, default=None,
                         help="where to write the Markdown report (default docs/benchmarks.md; with --quick reports/benchmarks-quick.md)")
@@ -76,9 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         print(report.table(document))
         return 0
     wanted = {s.strip() for s in args.only.split(",") if s.strip()}
-    unknown = wanted - set(suite.SCENARIOS) - set(suite.EXTRA_SCENARIOS)
+    unknown = wanted - set(suite.SCENARIOS)
     if unknown or not wanted:
-        parser.error(f"--only: unknown scenario(s) {', '.join(sorted(unknown)) or '(none given)'}; choose from {', '.join(suite.SCENARIOS + suite.EXTRA_SCENARIOS)}")
+        parser.error(f"--only: unknown scenario(s) {', '.join(sorted(unknown)) or '(none given)'}; choose from {', '.join(suite.SCENARIOS)}")
     plan = suite.QUICK if args.quick else suite.FULL
     _clean(args.workdir)
     began, started_at = time.monotonic(), dt.datetime.now(dt.timezone.utc)

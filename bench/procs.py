@@ -304,23 +304,16 @@ def start_operator(
     flags: Sequence[str] = (),
     name: str = "operator",
     metrics: bool = True,
-    ca_bundle_flag: bool = False,
     timeout: float = 60,
 ) -> Operator:
-    """``gpuvm-operator run`` against the emulator and a simulator; ready when kopf's liveness answers.
-
-    The simulator's CA reaches the operator as ``SSL_CERT_FILE`` (the trust store a production
-    operator gets from its image) rather than ``--ca-bundle``: with ``--ca-bundle`` azure-core
-    builds a new SSLContext for every request, so aiohttp never reuses a connection (see
-    docs/benchmarks.md). ``ca_bundle_flag=True`` measures that path instead.
-    """
+    """``gpuvm-operator run`` against the emulator and a simulator; ready when kopf's liveness answers."""
     health = free_port()
     metrics_port = free_port() if metrics else None
     argv = [
         *_OPERATOR, "run",
         "--kube-server", emulator.url,
         "--arm-endpoint", simulator.endpoint,
-        *(["--ca-bundle", str(simulator.ca_file)] if ca_bundle_flag else []),
+        "--ca-bundle", str(simulator.ca_file),
         "--credential", "simulator-token",
         "--simulator-token-file", str(simulator.token_file),
         "--subscription-id", subscription,
@@ -328,7 +321,7 @@ def start_operator(
         *(["--metrics-port", str(metrics_port)] if metrics_port else []),
         *flags,
     ]
-    proc = procs.spawn(name, argv, env=None if ca_bundle_flag else {"SSL_CERT_FILE": str(simulator.ca_file)})
+    proc = procs.spawn(name, argv)
 
     def live() -> bool:
         try:

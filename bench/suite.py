@@ -34,7 +34,6 @@ from bench.procs import Proc, Processes, shown_command
 from bench.world import Fleet, World, subscription_id
 
 SCENARIOS = ("reaction", "completion", "bulk", "footprint", "burst", "compare")
-EXTRA_SCENARIOS = ("cabundle",)  # not in the default run (time): --only cabundle
 RELAXED_PER_VM = ("UpdateVMResource=1000000/1000000", "DeleteVMResource=1000000/1000000")
 RELAXED_WRITES = ("SubscriptionWrites=1000000/1000000",)
 
@@ -360,44 +359,6 @@ async def burst_a(bw: BurstWorld, procs: Processes, plan: Plan, results: Results
         results.cpu["burst (a), alongside the settled window"] = asdict(a.cpu)
 
 
-# ---- --ca-bundle against a trust store (optional scenario) ----------------------------------------
-
-
-async def world_tls(procs: Processes, plan: Plan, results: Results, opened: list[World]) -> None:
-    """The same fleet settled by an operator given the simulator's CA with --ca-bundle and by one
-    given it through SSL_CERT_FILE, each with a simulator of its own: memory, CPU, sockets."""
-    fx = Fleet(subscription_id(401), "rg-tls", "tls-bundle", "x", plan.burst_n)
-    fy = Fleet(subscription_id(402), "rg-tls", "tls-store", "y", plan.burst_n)
-    world = await World.start(procs, name="kube-emulator-tls", opened=opened)
-    try:
-        world.add_simulator("x", [fx])
-        world.add_simulator("y", [fy])
-        world.add_operator("x", subscription=fx.subscription, flags=["--namespace", fx.namespace], ca_bundle_flag=True)
-        world.add_operator("y", subscription=fy.subscription, flags=["--namespace", fy.namespace])
-        results.commands["world T (--ca-bundle)"] = [p.command for p in _named(procs, "-tls", "-x", "-y")]
-        _say(f"cabundle: {plan.burst_n} GpuVms settled by an operator with --ca-bundle, {plan.burst_n} by one with SSL_CERT_FILE")
-        meter = CpuMeter(_named(procs, "-x", "-y"))
-        await world.create([fx, fy])
-        await world.settle(fx.keys + fy.keys, power="Deallocated", timeout=300)
-        await asyncio.sleep(2)
-        window = meter.read()
-        data = {}
-        for side, label in (("x", "ca_bundle_flag"), ("y", "ssl_cert_file")):
-            operator = world.sides[side].operator
-            assert operator is not None
-            sim = world.sides[side].simulator.proc
-            data[label] = {
-                "operator_rss_mib": window.rss_mib[f"operator-{side}"],
-                "operator_cpu_percent": window.cpu_percent[f"operator-{side}"],
-                "operator_open_sockets": operator.proc.open_sockets(),
-                "simulator_rss_mib": window.rss_mib[sim.name],
-                "simulator_cpu_percent": window.cpu_percent[sim.name],
-            }
-        results.data["cabundle"] = {"gpuvms": plan.burst_n, "seconds": window.seconds, **data}
-    finally:
-        await _close(procs, world, "-tls", "-x", "-y")
-
-
 # ---- the whole run -------------------------------------------------------------------------------
 
 
@@ -425,8 +386,6 @@ async def run(plan: Plan, wanted: set[str], workdir: Path) -> Results:
                 if not wanted & {"bulk", "footprint"}:
                     await _close(procs, r.world, "-r")
                     r = None
-            if "cabundle" in wanted:
-                await world_tls(procs, plan, results, opened)
             if "burst" in wanted:
                 b = await world_b(procs, plan, results, opened)
                 await _close(procs, None, "-b")  # burst (b) is done; its operator and simulator go

@@ -100,14 +100,14 @@ class World:
         return self.sides[side]
 
     def add_operator(self, side: str, *, subscription: str, flags: Sequence[str] = (),
-                     simulator_of: str | None = None, ca_bundle_flag: bool = False) -> Operator:
+                     simulator_of: str | None = None) -> Operator:
         """``gpuvm-operator run`` for ``side``'s simulator (or, as a side of its own, another side's)."""
         if simulator_of is not None:
             shared = self.sides[simulator_of]
             self.sides[side] = Side(shared.simulator, shared.admin)
         s = self.sides[side]
         s.operator = start_operator(self.procs, emulator=self.emulator, simulator=s.simulator, subscription=subscription,
-                                    flags=flags, name=f"operator-{side}", ca_bundle_flag=ca_bundle_flag)
+                                    flags=flags, name=f"operator-{side}")
         return s.operator
 
     def stop_operator(self, side: str) -> None:

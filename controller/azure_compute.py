@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import random
 import re
 import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -22,7 +23,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import (
     ClientAuthenticationError,
@@ -457,10 +457,14 @@ class AzureCompute:
         except Exception as exc:  # noqa: BLE001
             raise self._fail(exc) from None
 
-    async def list_tags_page(self, subscription_id: str, continuation: str | None) -> tuple[dict[str, dict[str, str]], str | None]:
-        """One page of the subscription's VMs with their tags (statusOnly pages lack them), and
-        where the next page starts (None after the last)."""
-        pages = self._client(subscription_id).virtual_machines.list_all().by_page(continuation_token=continuation)
+    async def list_tags_page(
+        self, subscription_id: str, resource_group: str | None, continuation: str | None
+    ) -> tuple[dict[str, dict[str, str]], str | None]:
+        """One page of the VMs of a subscription (or resource group) with their tags — statusOnly
+        pages lack them — and where the next page starts (None after the last)."""
+        operations = self._client(subscription_id).virtual_machines
+        listing = operations.list_all() if resource_group is None else operations.list(resource_group)
+        pages = listing.by_page(continuation_token=continuation)
         try:
             page = await pages.__anext__()
             tags = {model.id.lower(): dict(model.tags or {}) async for model in page}
@@ -500,8 +504,9 @@ class AzureCompute:
                     raise self._fail(exc, vm) from None
                 retry_after = _retry_after(getattr(getattr(exc, "response", None), "headers", None))
                 log.debug("status poll for %s failed (%s); resuming", vm.name, type(exc).__name__)
-            await asyncio.sleep(retry_after or pause)
-            pause = min(pause * 2, 30.0)
+            # Jittered and growing: a thousand pollers throttled together must not return together.
+            await asyncio.sleep(max(retry_after or 0.0, pause) * (1 + random.random()))
+            pause = min(pause * 2, 60.0)
             poller = await resume(vm.resource_group, vm.name, continuation_token=poller.continuation_token())
 
     async def update_tags(self, vm: VmRef, operation: str, tags: Mapping[str, str]) -> dict[str, str]:

@@ -55,7 +55,7 @@ class EngineSettings:
     guard: GuardSettings = GuardSettings()
     default_subscription: str | None = None
     tag_walk: float = 300.0  # the tags (the consent) are read in bulk this often
-    busy_walk: float = 1.0  # bulk walk interval while operations are in flight (the list budget paces it)
+    busy_walk: float = 0.5  # bulk walk interval while operations are in flight (the list budget paces it)
 
     @property
     def tag_refresh(self) -> float:

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class FleetSettings:
     resync: float = 60.0  # bulk walk interval while nothing is in flight
-    busy_walk: float = 1.0  # bulk walk interval while operations of ours are in flight
+    busy_walk: float = 0.5  # bulk walk interval while operations of ours are in flight (paced by the list budget)
     transition_poll: float = 10.0  # own reads of a VM transitioning out of band
     tag_refresh: float = 900.0  # tags older than this are re-read before a power operation
     tag_walk: float = 300.0  # a new cycle of tags pages starts this long after the last ended
@@ -90,7 +90,8 @@ class Fleet:
         self.vms: dict[str, VmState] = {}
         self._walkers: dict[str, asyncio.Task[None]] = {}
         self._busy: dict[str, asyncio.Event] = {}
-        self._tag_pages: dict[str, tuple[str | None, float]] = {}  # subscription -> (next page, not before)
+        # subscription -> (index of the resource group being read, its next page, not before when)
+        self._tag_pages: dict[str, tuple[int, str | None, float]] = {}
         self.walks = 0
 
     def state(self, vm: VmRef) -> VmState:
@@ -206,13 +207,14 @@ class Fleet:
                 return
             started = loop.time()
             try:
-                await self._walk(subscription, keys, per_group=per_group)
-                if not per_group:
-                    await self._tags_page(subscription, keys)
+                groups = self._groups(keys) if per_group else [None]
+                await self._walk(subscription, keys, groups)
+                await self._tags_page(subscription, keys, groups)
             except AzureFailureError as e:
                 if e.failure.reason is Reason.AUTHORIZATION_FAILED and not per_group:
                     log.info("cannot list VMs of subscription %s; walking its resource groups instead", subscription)
                     per_group = True
+                    self._tag_pages.pop(subscription, None)
                     continue
                 log.warning("bulk observation of subscription %s failed: %s %s", subscription, e.failure.code, e.failure.message)
             except Exception:  # noqa: BLE001 - the walk must go on; a bug is logged
@@ -230,9 +232,11 @@ class Fleet:
                 except asyncio.TimeoutError:
                     break
 
-    async def _walk(self, subscription: str, keys: set[str], *, per_group: bool) -> None:
+    def _groups(self, keys: set[str]) -> list[str | None]:
+        return sorted({self.vms[k].ref.resource_group.lower() for k in keys if k in self.vms})
+
+    async def _walk(self, subscription: str, keys: set[str], groups: list[str | None]) -> None:
         started = self._clock()
-        groups: list[str | None] = sorted({self.vms[k].ref.resource_group for k in keys if k in self.vms}) if per_group else [None]
         seen: set[str] = set()
         for group in groups:
             async for key, obs in self.azure.list_observations(subscription, group):
@@ -246,21 +250,26 @@ class Fleet:
                 state.missing = True  # deleted, or invisible to this identity: its own read will tell
                 self._on_change(key)
 
-    async def _tags_page(self, subscription: str, keys: set[str]) -> None:
-        """At most one page of tags per interval, so reading the consent in bulk never costs
-        more than one request per interval on top of the status walk."""
+    async def _tags_page(self, subscription: str, keys: set[str], groups: list[str | None]) -> None:
+        """At most one page of tags per interval (rotating over the resource groups when walking
+        those), so reading the consent in bulk costs at most one request per interval on top of
+        the status walk."""
         loop = asyncio.get_running_loop()
-        continuation, not_before = self._tag_pages.get(subscription, (None, 0.0))
+        index, continuation, not_before = self._tag_pages.get(subscription, (0, None, 0.0))
         if loop.time() < not_before:
             return
+        index = index if index < len(groups) else 0
         started = self._clock()
-        tags, continuation = await self.azure.list_tags_page(subscription, continuation)
+        tags, continuation = await self.azure.list_tags_page(subscription, groups[index], continuation)
         for key, vm_tags in tags.items():
             state = self.vms.get(key)
             if key in keys and state is not None and (state.tags_at is None or state.tags_at <= started):
                 state.tags, state.tags_at = vm_tags, started
-        pause = self.settings.resync * 0.9 if continuation else self.settings.tag_walk
-        self._tag_pages[subscription] = (continuation, loop.time() + pause)
+        if continuation is None:
+            index += 1
+        cycle_done = continuation is None and index >= len(groups)
+        pause = self.settings.tag_walk if cycle_done else self.settings.resync * 0.9
+        self._tag_pages[subscription] = (0 if cycle_done else index, continuation, loop.time() + pause)
 
     def _from_walk(self, key: str, obs: Observation) -> None:
         state = self.vms[key]

@@ -82,6 +82,10 @@ class TokenBucket:
         self.tokens -= 1
         return 0.0 if self.tokens >= 0 else -self.tokens / self.rate.per_second
 
+    def give_back(self) -> None:
+        """A token taken by a caller who gave up before using it."""
+        self.tokens = min(self.rate.burst, self.tokens + 1)
+
 
 WaitObserver = Callable[[Kind, float], None]
 
@@ -108,17 +112,29 @@ class SubscriptionPacer:
     # ---- reads, lists, polls: a token each -----------------------------------------------
 
     async def take(self, kind: Kind) -> None:
-        """Wait for a token of ``kind``; list pages and operation polls are ARM reads too."""
-        now = self._clock()
-        kinds = (kind, Kind.READ) if kind in (Kind.LIST, Kind.POLL) else (kind,)
-        wait = max(
-            max(self._paused_until[k] - now for k in kinds),
-            max((self._buckets[k].take(now) for k in kinds if k in self._buckets), default=0.0),
-        )
-        if wait > 0:
-            if self._on_wait:
-                self._on_wait(kind, wait)
-            await asyncio.sleep(wait)
+        """Wait for a token of ``kind``; list pages and operation polls are ARM reads too.
+
+        The shared read token is taken only once the kind's own token is in hand: a thousand
+        pollers queued on the poll budget must not pre-charge the read bucket, or a walk (one
+        page that ends a thousand operations) would wait behind reads that have not happened
+        yet. A waiter cancelled while it waits (its operation ended) gives its token back.
+        """
+        for step in (kind, Kind.READ) if kind in (Kind.LIST, Kind.POLL) else (kind,):
+            now = self._clock()
+            bucket = self._buckets.get(step)
+            wait = max(self._paused_until[step] - now, bucket.take(now) if bucket else 0.0)
+            if wait <= 0:
+                continue
+            try:
+                await asyncio.sleep(wait)
+            except asyncio.CancelledError:
+                if bucket:
+                    bucket.give_back()
+                wait = self._clock() - now  # what was really waited
+                raise
+            finally:
+                if self._on_wait:
+                    self._on_wait(kind, wait)
 
     def throttled(self, kind: Kind, retry_after: float | None) -> None:
         """Azure said 429: nobody of this kind asks again before ``Retry-After`` has passed."""

@@ -133,3 +133,41 @@ async def test_a_cancelled_waiter_gives_its_turn_away() -> None:
     pacer.release()
     await asyncio.wait_for(other, 5)
     assert pacer.in_flight == 1
+
+
+async def test_a_queued_poll_charges_the_read_budget_only_when_it_goes() -> None:
+    """Pollers waiting for poll tokens must not push a walk's page behind reads not yet made."""
+    clock = Clock()
+    rates = ((Kind.READ, Rate(3, 1000)), (Kind.POLL, Rate(1, 20)), (Kind.LIST, Rate(5, 1000)))
+    pacer = SubscriptionPacer(PacingSettings(share=0, rates=rates), clock=clock)
+    await pacer.take(Kind.POLL)  # the poll token and one read token
+    waiting = [asyncio.create_task(pacer.take(Kind.POLL)) for _ in range(5)]
+    await asyncio.sleep(0)  # all five now sleep on the poll bucket, 50-250 ms
+    assert not any(t.done() for t in waiting)
+    assert pacer._buckets[Kind.READ].tokens == pytest.approx(2)  # not charged by the waiting polls
+    waits: list[tuple[Kind, float]] = []
+    pacer._on_wait = lambda k, w: waits.append((k, w))
+    await pacer.take(Kind.LIST)  # the walk's page goes at once
+    assert waits == []
+    for task in waiting:
+        task.cancel()
+    await asyncio.gather(*waiting, return_exceptions=True)
+
+
+async def test_a_waiter_cancelled_in_the_bucket_gives_its_token_back() -> None:
+    clock = Clock()
+    waits: list[tuple[Kind, float]] = []
+    pacer = SubscriptionPacer(PacingSettings(share=0, rates=((Kind.READ, Rate(1, 0.01)),)), clock=clock,
+                              on_wait=lambda k, w: waits.append((k, w)))
+    await pacer.take(Kind.READ)
+    task = asyncio.create_task(pacer.take(Kind.READ))  # would wait 100 s for its token
+    await asyncio.sleep(0)
+    assert pacer._buckets[Kind.READ].tokens == pytest.approx(-1)
+    clock.now += 2.5
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    bucket = pacer._buckets[Kind.READ]
+    bucket._refill(clock.now)
+    assert bucket.tokens == pytest.approx(0.025)  # the debt is gone: only the refill since
+    assert waits == [(Kind.READ, pytest.approx(2.5))]  # the time really waited, not the 100 s planned

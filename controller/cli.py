@@ -11,29 +11,34 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-# module path -> it defines add_parser(subparsers) registering one or more subcommands
-_SUBCOMMAND_MODULES = (
-    "controller.operator",
-    "controller.demo",
-    "controller.azuresim.cli",
-    "controller.kubeemu.cli",
-)
+# subcommand -> the module defining add_parser(subparsers) for it. Only the module of the
+# subcommand being run is imported: `run` must not carry the simulator, the emulator and their
+# dependencies (about 10 MiB of resident memory in a long-lived pod).
+_SUBCOMMANDS = {
+    "run": "controller.operator",
+    "demo": "controller.demo",
+    "azure-sim": "controller.azuresim.cli",
+    "kube-emulator": "controller.kubeemu.cli",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser for ``command`` alone, or for every subcommand (help, typos)."""
     parser = argparse.ArgumentParser(
         prog="gpuvm-operator",
         description="Kubernetes operator that switches Azure GPU VMs on and off from GpuVm resources.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    for module_name in _SUBCOMMAND_MODULES:
+    modules = [_SUBCOMMANDS[command]] if command in _SUBCOMMANDS else list(dict.fromkeys(_SUBCOMMANDS.values()))
+    for module_name in modules:
         importlib.import_module(module_name).add_parser(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -72,3 +72,17 @@ def test_selector_syntax() -> None:
     assert parse_selector("") == ()
     with pytest.raises(ConfigError):
         parse_selector("bad key=x")
+
+
+def test_run_does_not_load_the_simulator_or_the_emulator() -> None:
+    """A long-lived operator pod carries only what `run` needs (a fresh interpreter: imports stick)."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, controller.cli as c\n"
+             "try:\n    c.main(['run', '--help'])\nexcept SystemExit:\n    pass\n"
+             "print(sorted(m for m in sys.modules if m.startswith(('controller.azuresim', 'controller.kubeemu', 'controller.demo'))))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
+    assert "azure-sim" in subprocess.run([sys.executable, "-m", "controller", "--help"], capture_output=True,
+                                         text=True, timeout=60).stdout

@@ -250,7 +250,7 @@ def findings(doc: Mapping[str, Any]) -> list[str]:
         parts = ", ".join(f"{k.replace('_', ' ')}: p50 {_ms(v.get('p50_ms'))}, p99 {_ms(v.get('p99_ms'))}" for k, v in comp)
         out.append(
             "- **Learning that many operations ended.** Operation-status polls are ARM reads (25/s for the whole "
-            "subscription); the operator gives them at most 10/s and learns the end of many operations at once from the "
+            "subscription); the operator gives them at most 10/s (8/s at the default 80 % share) and learns the end of many operations at once from the "
             f"bulk walk, repeated twice a second while operations run ({parts}).")
     if f and f.get("operator_rss_mib_one_gpuvm") and f.get("operator_peak_rss_mib"):
         per = (f["operator_peak_rss_mib"] - f["operator_rss_mib_one_gpuvm"]) * 1024 / max(1, f.get("gpuvms", 1) - 1)

@@ -30,7 +30,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    modules = [_SUBCOMMANDS[command]] if command in _SUBCOMMANDS else list(dict.fromkeys(_SUBCOMMANDS.values()))
+    modules = [_SUBCOMMANDS[command]] if command in _SUBCOMMANDS else list(_SUBCOMMANDS.values())
     for module_name in modules:
         importlib.import_module(module_name).add_parser(subparsers)
     return parser

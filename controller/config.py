@@ -19,7 +19,7 @@ from controller.decide import Timing
 from controller.engine import EngineSettings
 from controller.gpuvm import SUBSCRIPTION_PATTERN
 from controller.guard import DEFAULT_MANAGED_TAG, GuardSettings, parse_tag_setting
-from controller.pacing import PacingSettings
+from controller.pacing import Kind, PacingSettings, Rate
 
 # Azure clouds: ARM endpoint and Entra ID authority host.
 CLOUDS: Mapping[str, tuple[str, str]] = {
@@ -139,6 +139,10 @@ def add_run_arguments(parser: argparse.ArgumentParser, env: Mapping[str, str] | 
     scale.add_argument("--azure-budget-share", type=float, default=float(_env(env, "GPUVM_AZURE_BUDGET_SHARE") or 0.8),
                        help="share of Azure's documented request budget per subscription this operator keeps to; "
                             "0 disables pacing (env GPUVM_AZURE_BUDGET_SHARE)")
+    scale.add_argument("--azure-budget", action="append", metavar="KIND=BURST/PER_SECOND",
+                       help="an explicit budget for one kind of request (read, list, poll, write) instead of the share of "
+                            "Azure's, e.g. 'write=400/20' where a subscription's limits are known to differ; repeatable "
+                            "(env GPUVM_AZURE_BUDGET, space-separated)")
     scale.add_argument("--metrics-port", type=int, default=int(_env(env, "GPUVM_METRICS_PORT") or 0) or None,
                        help="serve Prometheus metrics on this port (env GPUVM_METRICS_PORT); default off")
     scale.add_argument("--log-format", choices=["text", "json"], default=_env(env, "GPUVM_LOG_FORMAT") or "text",
@@ -157,6 +161,23 @@ def parse_selector(text: str | None) -> tuple[tuple[str, str | None], ...]:
             raise ConfigError(f"--selector: {term.strip()!r} is not 'key=value' or 'key' with a Kubernetes label key")
         out.append((key, value if sep else None))
     return tuple(out)
+
+
+def parse_budgets(entries: Sequence[str]) -> tuple[tuple[Kind, Rate], ...]:
+    """['write=400/20'] -> ((Kind.WRITE, Rate(400, 20)),); the last entry for a kind wins."""
+    out: dict[Kind, Rate] = {}
+    for entry in entries:
+        name, _, rate = entry.strip().partition("=")
+        burst, _, per_second = rate.partition("/")
+        try:
+            kind, budget = Kind(name.strip().lower()), Rate(float(burst), float(per_second))
+        except ValueError:
+            raise ConfigError(f"--azure-budget: {entry.strip()!r} is not KIND=BURST/PER_SECOND with KIND one of "
+                              f"{', '.join(k.value for k in Kind)}") from None
+        if not (budget.burst >= 1 and budget.per_second > 0):
+            raise ConfigError(f"--azure-budget: {entry.strip()!r} needs a burst of at least 1 and a positive rate")
+        out[kind] = budget
+    return tuple(out.items())
 
 
 def _check_positive(name: str, value: float) -> float:
@@ -186,6 +207,7 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
     if args.max_operations < 1:
         raise ConfigError(f"--max-operations must be at least 1, got {args.max_operations}")
     max_operations = args.max_operations
+    budgets = parse_budgets(args.azure_budget or (env.get("GPUVM_AZURE_BUDGET") or "").split())
     if args.metrics_port is not None and not 0 < args.metrics_port < 65536:
         raise ConfigError(f"--metrics-port must be a TCP port, got {args.metrics_port}")
     mode = CredentialMode(args.credential)
@@ -214,7 +236,7 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
             ca_bundle=args.ca_bundle,
             credential_mode=mode,
             polling_interval=_check_positive("--operation-poll", args.operation_poll),
-            pacing=PacingSettings(share=args.azure_budget_share, max_in_flight=max_operations),
+            pacing=PacingSettings(share=args.azure_budget_share, max_in_flight=max_operations, rates=budgets),
         ),
         credential=CredentialSettings(
             mode=mode,

@@ -7,6 +7,7 @@ import pytest
 from controller.cli import main
 from controller.config import ConfigError, parse_config, parse_selector
 from controller.credentials import CredentialMode
+from controller.pacing import Kind, Rate
 
 SUB = "3f2c1a7e-0d4b-4c52-9a51-6f0e1d2c3b4a"
 
@@ -54,6 +55,9 @@ def test_exact_namespaces_need_no_scanning() -> None:
         (["--selector", "shard="], "--selector: 'shard=' is not 'key=value'"),
         (["--simulator-token-file", "/nope/token"], "--simulator-token-file cannot be read"),
         (["--cluster-name", "x" * 300], "--cluster-name is an Azure tag value: at most 256 characters"),
+        (["--azure-budget", "writes=1/1"], "--azure-budget: 'writes=1/1' is not KIND=BURST/PER_SECOND with KIND one of read, list, poll, write"),
+        (["--azure-budget", "write=400"], "--azure-budget: 'write=400' is not KIND=BURST/PER_SECOND"),
+        (["--azure-budget", "write=0/10"], "--azure-budget: 'write=0/10' needs a burst of at least 1 and a positive rate"),
     ],
 )
 def test_bad_values_are_refused_with_the_flag_named(argv: list[str], message: str) -> None:
@@ -65,6 +69,16 @@ def test_the_cli_prints_one_line_and_exits_2(capsys) -> None:
     assert main(["run", "--arm-endpoint", "http://x"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "gpuvm-operator run: error: --arm-endpoint must be an https:// URL (bearer tokens are never sent in clear text), got http://x"
+
+
+def test_explicit_budgets_replace_the_share_for_their_kind() -> None:
+    config = parse_config(["--azure-budget", "write=400/20", "--azure-budget", "POLL=50/5"], env={})
+    pacing = config.azure.pacing
+    assert pacing.rate(Kind.WRITE) == Rate(400, 20) and pacing.rate(Kind.POLL) == Rate(50, 5)
+    assert pacing.rate(Kind.READ) == Rate(200, 20)  # the others keep 80 % of Azure's
+    from_env = parse_config([], env={"GPUVM_AZURE_BUDGET": "write=1000/100 list=10/1"}).azure.pacing
+    assert from_env.rate(Kind.WRITE) == Rate(1000, 100) and from_env.rate(Kind.LIST) == Rate(10, 1)
+    assert parse_config(["--azure-budget", "write=9/9"], env={"GPUVM_AZURE_BUDGET": "write=1/1"}).azure.pacing.rate(Kind.WRITE) == Rate(9, 9)
 
 
 def test_selector_syntax() -> None:

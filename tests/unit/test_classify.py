@@ -74,3 +74,30 @@ def test_everything_else_is_an_azure_error(status: int | None, code: str | None)
     f = classify(status=status, code=code, message="something\nspanning\nlines")
     assert f.reason is Reason.AZURE_ERROR
     assert "\n" not in f.message
+
+
+@pytest.mark.parametrize(("env", "trusted"), [({}, False), ({"HTTPS_PROXY": "http://proxy.corp:3128"}, True)])
+async def test_proxy_settings_are_honoured_only_when_the_environment_names_a_proxy(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], trusted: bool
+) -> None:
+    """trust_env costs two thread-pool hops per request in aiohttp; without a proxy it buys nothing."""
+    from controller.azure_compute import AzureCompute, AzureSettings
+
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+    class NoCredential:
+        async def get_token(self, *scopes: str, **kwargs: object) -> None:
+            raise AssertionError("no token is needed to build the transport")
+
+        async def close(self) -> None:
+            pass
+
+    azure = AzureCompute(NoCredential(), AzureSettings())  # type: ignore[arg-type]
+    try:
+        azure._shared_transport()
+        assert azure._session is not None and azure._session.trust_env is trusted
+    finally:
+        await azure.close()

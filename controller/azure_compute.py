@@ -34,6 +34,7 @@ from azure.core.exceptions import (
 from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import AsyncHTTPPolicy, AsyncRetryPolicy
 from azure.core.pipeline.transport import AioHttpTransport
+from azure.core.rest import HttpRequest
 from azure.identity import CredentialUnavailableError
 from azure.mgmt.compute.aio import ComputeManagementClient
 from azure.mgmt.resource.resources.aio import ResourceManagementClient
@@ -312,28 +313,39 @@ class AzureSettings:
         return self.credential_scope or f"{self.endpoint.rstrip('/')}/.default"
 
 
-def observation_from_model(vm: Any, *, now: dt.datetime, source: str) -> Observation:
-    """Build an Observation from an SDK ``VirtualMachine`` (GET with instanceView, or a list page)."""
-    statuses = list(getattr(getattr(vm, "instance_view", None), "statuses", None) or [])
-    parsed = parse_statuses(s.code for s in statuses)
+# The Compute API version of azure-mgmt-compute's own calls (39.x), for the pages read as JSON.
+COMPUTE_API_VERSION = "2026-04-01"
+_MAX_PAGES = 10_000  # a walk is bounded: 10,000 pages are 10 million VMs at ARM's page size
+
+
+def observation_from_rest(vm: Mapping[str, Any], *, now: dt.datetime, source: str) -> Observation:
+    """Build an Observation from a VM as ARM sends it (GET with instanceView, or a list page item).
+
+    Plain JSON rather than SDK models: a walk reads every VM of a subscription twice a second
+    while operations run, and building models for those pages was the largest share of the
+    operator's CPU in a 1,000-start burst (17 % of a py-spy profile).
+    """
+    properties = vm.get("properties") or {}
+    statuses = [s for s in (properties.get("instanceView") or {}).get("statuses") or [] if isinstance(s, Mapping)]
+    parsed = parse_statuses(s.get("code") for s in statuses)
     failure = None
     if parsed.provisioning_state is ProvisioningState.FAILED and parsed.provisioning_error:
-        detail = next((s.message or s.display_status for s in statuses if (s.code or "").lower().startswith("provisioningstate/failed")), "")
+        detail = next((s.get("message") or s.get("displayStatus") for s in statuses
+                       if str(s.get("code") or "").lower().startswith("provisioningstate/failed")), "")
         failure = classify(status=None, code=parsed.provisioning_error, message=detail or parsed.provisioning_error)
-    hardware = getattr(vm, "hardware_profile", None)
     facts = VmFacts(
-        resource_id=vm.id,
-        name=vm.name,
-        vm_id=getattr(vm, "vm_id", None),
-        size=getattr(hardware, "vm_size", None),
-        location=vm.location,
+        resource_id=vm.get("id"),
+        name=vm.get("name"),
+        vm_id=properties.get("vmId"),
+        size=(properties.get("hardwareProfile") or {}).get("vmSize"),
+        location=vm.get("location"),
     )
     return Observation(
         power_state=parsed.power_state,
         provisioning_state=parsed.provisioning_state,
         observed_at=now,
         facts=facts,
-        tags=dict(vm.tags or {}) if source == "get" else None,
+        tags=dict(vm.get("tags") or {}) if source == "get" else None,
         provisioning_failure=failure,
         source=source,
     )
@@ -445,24 +457,39 @@ class AzureCompute:
             )
         except Exception as exc:  # noqa: BLE001
             raise self._fail(exc, vm) from None
-        return observation_from_model(model, now=self._clock(), source="get")
+        return observation_from_rest(model.as_dict(), now=self._clock(), source="get")
 
     async def list_observations(
         self, subscription_id: str, resource_group: str | None = None
     ) -> AsyncIterator[tuple[str, Observation]]:
         """Every VM of a subscription (or of one resource group, for identities that can only
-        read those) with its power state: one request per page thanks to statusOnly."""
-        operations = self._client(subscription_id).virtual_machines
-        pages = (
-            operations.list_all(status_only="true")
-            if resource_group is None
-            else operations.list(resource_group, params={"statusOnly": "true"})
+        read those) with its power state: one request per page thanks to statusOnly.
+
+        The pages go through the client's pipeline (credential, retries, the budget policy) as
+        the SDK's own ``list_all`` sends them, and are read as JSON (see observation_from_rest).
+        """
+        client = self._client(subscription_id)
+        scope = f"/subscriptions/{subscription_id}" + (f"/resourceGroups/{resource_group}" if resource_group else "")
+        request: HttpRequest | None = HttpRequest(
+            "GET", f"{scope}/providers/Microsoft.Compute/virtualMachines",
+            params={"api-version": COMPUTE_API_VERSION, "statusOnly": "true"},
         )
         try:
-            async for model in pages:
-                yield model.id.lower(), observation_from_model(model, now=self._clock(), source="list")
+            for _ in range(_MAX_PAGES):
+                if request is None:
+                    return
+                response = await client.send_request(request)
+                response.raise_for_status()
+                page = response.json()
+                now = self._clock()
+                for item in page.get("value") or []:
+                    if isinstance(item, Mapping) and item.get("id"):
+                        yield str(item["id"]).lower(), observation_from_rest(item, now=now, source="list")
+                next_link = page.get("nextLink")
+                request = HttpRequest("GET", next_link) if next_link else None
         except Exception as exc:  # noqa: BLE001
             raise self._fail(exc) from None
+        raise self._fail(RuntimeError(f"more than {_MAX_PAGES} pages of VMs in {scope}; the walk stopped there"))
 
     async def list_tags_page(
         self, subscription_id: str, resource_group: str | None, continuation: str | None

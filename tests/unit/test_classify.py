@@ -101,3 +101,37 @@ async def test_proxy_settings_are_honoured_only_when_the_environment_names_a_pro
         assert azure._session is not None and azure._session.trust_env is trusted
     finally:
         await azure.close()
+
+
+def test_pages_read_as_json_use_the_sdks_api_version() -> None:
+    """The walk sends its own page requests; they must ask for what the SDK's list_all asks for."""
+    from azure.mgmt.compute.operations._operations import build_virtual_machines_list_all_request
+
+    from controller.azure_compute import COMPUTE_API_VERSION
+
+    request = build_virtual_machines_list_all_request(subscription_id="s", status_only="true")
+    assert f"api-version={COMPUTE_API_VERSION}" in request.url
+
+
+def test_observation_from_rest_reads_status_facts_and_provisioning_failures() -> None:
+    import datetime as dt
+
+    from controller.azure_compute import observation_from_rest
+    from controller.power import PowerState, ProvisioningState
+
+    now = dt.datetime(2026, 11, 25, tzinfo=dt.timezone.utc)
+    vm = {
+        "id": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/gpu-1",
+        "name": "gpu-1", "location": "eastus", "tags": {"gpuvm-managed": "true"},
+        "properties": {"vmId": "0f0e", "hardwareProfile": {"vmSize": "Standard_NC24ads_A100_v4"},
+                       "instanceView": {"statuses": [
+                           {"code": "ProvisioningState/failed/AllocationFailed", "message": "no capacity in eastus"},
+                           {"code": "PowerState/deallocated"}]}},
+    }
+    got = observation_from_rest(vm, now=now, source="get")
+    assert got.power_state is PowerState.DEALLOCATED and got.provisioning_state is ProvisioningState.FAILED
+    assert got.facts.size == "Standard_NC24ads_A100_v4" and got.facts.vm_id == "0f0e" and got.tags == {"gpuvm-managed": "true"}
+    assert got.provisioning_failure is not None and got.provisioning_failure.code == "AllocationFailed"
+    assert "no capacity" in got.provisioning_failure.message
+    listed = observation_from_rest({"id": vm["id"], "properties": {"instanceView": {"statuses": []}}}, now=now, source="list")
+    assert listed.tags is None and listed.power_state is PowerState.UNKNOWN and listed.facts.size is None

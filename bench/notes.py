@@ -241,9 +241,9 @@ def findings(doc: Mapping[str, Any]) -> list[str]:
             f"took {_s(b.get('sends_seconds'))} with the operator at {_num(peak, '.0f', '?')} % of one core in its "
             "busiest second: each start is a watch event through kopf, a decision, an SDK request and response, "
             "a status write and an Event, while the bulk walk (twice a second, 10 pages) learns which ended. A py-spy "
-            "profile of such a burst: the walk 24 % of the samples (17 % turning page JSON into SDK models), status "
-            "writes through the kubernetes client 14 %, the start requests 6 %. Parsing statusOnly pages without "
-            "building models is the next lever. Counted from "
+            "profile of such a burst, taken when the walk still built SDK models for its pages, put 24 % of the samples "
+            "in the walk (17 % in model building; pages are now read as JSON), status writes through the kubernetes "
+            "client 14 %, the start requests 6 %. Counted from "
             f"the first PATCH, all Ready within {doc['plan']['burst_start']:g} + 5 s needs every start sent within "
             f"5 s (this run: all Ready {_s(b.get('all_ready_seconds'))}, {_s(_minus(b.get('all_ready_seconds'), b.get('sends_seconds')))} "
             "after the last start request). Beyond one core, `--selector` shards GpuVms over several operator processes.")

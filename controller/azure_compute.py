@@ -459,54 +459,57 @@ class AzureCompute:
             raise self._fail(exc, vm) from None
         return observation_from_rest(model.as_dict(), now=self._clock(), source="get")
 
+    async def _vm_page(
+        self, subscription_id: str, resource_group: str | None, next_link: str | None, *, status_only: bool
+    ) -> tuple[list[Mapping[str, Any]], str | None]:
+        """One page of a subscription's (or resource group's) VMs as ARM sends it, and where the
+        next page starts (None after the last).
+
+        The request goes through the client's pipeline (credential, retries, the budget policy)
+        as the SDK's own ``list_all`` sends it; the page is read as JSON, not as SDK models
+        (see observation_from_rest). Errors are raised untranslated, for the caller's ``_fail``.
+        """
+        if next_link:
+            request = HttpRequest("GET", next_link)
+        else:
+            scope = f"/subscriptions/{subscription_id}" + (f"/resourceGroups/{resource_group}" if resource_group else "")
+            params = {"api-version": COMPUTE_API_VERSION, **({"statusOnly": "true"} if status_only else {})}
+            request = HttpRequest("GET", f"{scope}/providers/Microsoft.Compute/virtualMachines", params=params)
+        response = await self._client(subscription_id).send_request(request)
+        response.raise_for_status()
+        page = response.json()
+        items = [item for item in page.get("value") or [] if isinstance(item, Mapping) and item.get("id")]
+        return items, page.get("nextLink") or None
+
     async def list_observations(
         self, subscription_id: str, resource_group: str | None = None
     ) -> AsyncIterator[tuple[str, Observation]]:
         """Every VM of a subscription (or of one resource group, for identities that can only
-        read those) with its power state: one request per page thanks to statusOnly.
-
-        The pages go through the client's pipeline (credential, retries, the budget policy) as
-        the SDK's own ``list_all`` sends them, and are read as JSON (see observation_from_rest).
-        """
-        client = self._client(subscription_id)
-        scope = f"/subscriptions/{subscription_id}" + (f"/resourceGroups/{resource_group}" if resource_group else "")
-        request: HttpRequest | None = HttpRequest(
-            "GET", f"{scope}/providers/Microsoft.Compute/virtualMachines",
-            params={"api-version": COMPUTE_API_VERSION, "statusOnly": "true"},
-        )
+        read those) with its power state: one request per page thanks to statusOnly."""
+        next_link: str | None = None
         try:
             for _ in range(_MAX_PAGES):
-                if request is None:
-                    return
-                response = await client.send_request(request)
-                response.raise_for_status()
-                page = response.json()
+                items, next_link = await self._vm_page(subscription_id, resource_group, next_link, status_only=True)
                 now = self._clock()
-                for item in page.get("value") or []:
-                    if isinstance(item, Mapping) and item.get("id"):
-                        yield str(item["id"]).lower(), observation_from_rest(item, now=now, source="list")
-                next_link = page.get("nextLink")
-                request = HttpRequest("GET", next_link) if next_link else None
+                for item in items:
+                    yield str(item["id"]).lower(), observation_from_rest(item, now=now, source="list")
+                if next_link is None:
+                    return
         except Exception as exc:  # noqa: BLE001
             raise self._fail(exc) from None
-        raise self._fail(RuntimeError(f"more than {_MAX_PAGES} pages of VMs in {scope}; the walk stopped there"))
+        where = f"resource group {resource_group}" if resource_group else f"subscription {subscription_id}"
+        raise self._fail(RuntimeError(f"more than {_MAX_PAGES} pages of VMs in {where}; the walk stopped there"))
 
     async def list_tags_page(
         self, subscription_id: str, resource_group: str | None, continuation: str | None
     ) -> tuple[dict[str, dict[str, str]], str | None]:
         """One page of the VMs of a subscription (or resource group) with their tags — statusOnly
         pages lack them — and where the next page starts (None after the last)."""
-        operations = self._client(subscription_id).virtual_machines
-        listing = operations.list_all() if resource_group is None else operations.list(resource_group)
-        pages = listing.by_page(continuation_token=continuation)
         try:
-            page = await pages.__anext__()
-            tags = {model.id.lower(): dict(model.tags or {}) async for model in page}
-        except StopAsyncIteration:
-            return {}, None
+            items, next_link = await self._vm_page(subscription_id, resource_group, continuation, status_only=False)
         except Exception as exc:  # noqa: BLE001
             raise self._fail(exc) from None
-        return tags, pages.continuation_token
+        return {str(item["id"]).lower(): dict(item.get("tags") or {}) for item in items}, next_link
 
     async def begin(self, vm: VmRef, action: Action) -> Any:
         """Send the power operation; returns the poller once Azure accepted it (202)."""

@@ -18,7 +18,8 @@ from typing import Any
 
 import aiohttp
 
-GROUP, VERSION, PLURAL, KIND = "gpuvm.dev", "v1alpha1", "gpuvms", "GpuVm"
+from controller.gpuvm import GROUP, KIND, PLURAL, VERSION
+
 Key = tuple[str, str]  # (namespace, name)
 Obj = dict[str, Any]
 
@@ -47,10 +48,6 @@ def settled(obj: Mapping[str, Any]) -> bool:
 
 def converged(obj: Mapping[str, Any], power: str) -> bool:
     return settled(obj) and (obj.get("status") or {}).get("powerState") == power
-
-
-def vm_resource_id(subscription: str, resource_group: str, name: str) -> str:
-    return f"/subscriptions/{subscription}/resourceGroups/{resource_group}/providers/Microsoft.Compute/virtualMachines/{name}"
 
 
 class KubeApi:

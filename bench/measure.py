@@ -129,10 +129,6 @@ class Intervals:
     throttled: int  # 429s of the subscription over the whole window
     bound: int  # ceil(N / page size) + 2
 
-    @property
-    def worst(self) -> int:
-        return max(self.counts) if self.counts else -1
-
 
 def interval_counts(requests: Sequence[Request], *, subscription: str, gpuvms: int, page_size: int,
                     since: float, until: float, resync: float) -> Intervals:
@@ -214,7 +210,6 @@ class BurstResult:
     overlaps: int
     completion: dict[str, float]  # the simulated start ended -> status Running, per GpuVm
     cpu: CpuWindow | None = None
-    note: str = ""
 
 
 async def burst(world: World, admin: SimAdmin, keys: Sequence[Key], vms: Sequence[str], *, start_seconds: float,

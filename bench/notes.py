@@ -7,31 +7,15 @@ those are marked "(profiled separately)" and are not re-measured by each run.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
+
+from bench.report import _ms, _s
 
 SUMMARY = (
     "Targets marked **missed** are listed right below and explained in \"What limits the operator\" with this "
     "run's numbers."
 )
-
-
-def _ms(v: float | None) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "—"
-    return f"{v:.1f} ms" if v < 1000 else f"{v / 1000:.2f} s"
-
-
-def _s(v: float | None) -> str:
-    return "—" if v is None else f"{v:.1f} s"
-
-
-def _cpu(doc: Mapping[str, Any], phase_prefix: str, proc: str, key: str = "cpu_percent") -> float | None:
-    for phase, w in (doc.get("cpu") or {}).items():
-        if phase.startswith(phase_prefix) and proc in w.get(key, {}):
-            return float(w[key][proc])
-    return None
 
 
 def sections(doc: Mapping[str, Any]) -> list[str]:
@@ -312,7 +296,7 @@ def _servers(doc: Mapping[str, Any]) -> list[str]:
     return text
 
 
-def missed(doc: Mapping[str, Any], rows: list[Mapping[str, Any]]) -> list[str]:
+def missed(rows: list[Mapping[str, Any]]) -> list[str]:
     """One line per missed target, by how much; the reasons are in "What limits the operator"."""
     out: list[str] = []
     for row in rows:

@@ -90,7 +90,6 @@ class Proc:
     log_path: Path
     popen: subprocess.Popen[bytes]
     env: dict[str, str] = field(default_factory=dict)  # set on top of the benchmark's environment
-    started: float = field(default_factory=time.monotonic)
     peak_rss_mib: float = 0.0
 
     @property
@@ -108,19 +107,6 @@ class Proc:
         u = usage(self.pid)
         self.peak_rss_mib = max(self.peak_rss_mib, u.rss_mib)
         return u
-
-    def open_sockets(self) -> int:
-        """Sockets the process holds open right now (connections, listeners)."""
-        count = 0
-        try:
-            for fd in os.listdir(f"/proc/{self.pid}/fd"):
-                try:
-                    count += os.readlink(f"/proc/{self.pid}/fd/{fd}").startswith("socket:")
-                except OSError:
-                    pass
-        except OSError:
-            return -1
-        return count
 
     def log_stats(self, marker: str = "azure.core.pipeline") -> dict[str, int]:
         """The process's log so far: lines, bytes, log records (lines starting with '['), the lines of

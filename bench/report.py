@@ -9,8 +9,6 @@ from collections.abc import Mapping
 from importlib import metadata
 from typing import Any
 
-MIB = 1024 * 1024
-
 
 def machine() -> dict[str, Any]:
     model = ""
@@ -40,14 +38,6 @@ def machine() -> dict[str, Any]:
         "kernel": platform.release(),
         "packages": versions,
     }
-
-
-def _get(d: Mapping[str, Any], *path: str) -> Any:
-    for p in path:
-        if not isinstance(d, Mapping) or p not in d:
-            return None
-        d = d[p]
-    return d
 
 
 def _ms(v: float | None) -> str:
@@ -183,7 +173,7 @@ def markdown(doc: Mapping[str, Any]) -> str:
         "",
         notes.SUMMARY,
         "",
-        *notes.missed(doc, doc.get("targets") or targets(doc)),
+        *notes.missed(doc.get("targets") or targets(doc)),
         "",
     ]
     out += notes.sections(doc)

@@ -67,7 +67,6 @@ class Metrics:
             ["code"], registry=r,
         )
         self._server: Any = None
-        self.port: int | None = None
 
     def watch(self, samples: Callable[[], Iterator[GpuVmSample]]) -> None:
         """Publish per-GpuVm series computed from ``samples`` at each scrape."""
@@ -75,14 +74,16 @@ class Metrics:
 
     def serve(self, port: int, address: str = "0.0.0.0") -> None:  # noqa: S104 - a pod's metrics port
         self._server, _ = start_http_server(port, addr=address, registry=self.registry)
-        self.port = port
+
+    @property
+    def serving(self) -> bool:
+        return self._server is not None
 
     def close(self) -> None:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
-            self.port = None
 
 
 class _GpuVmCollector(Collector):

@@ -120,7 +120,7 @@ class Operator:
         """Build the clients and the engine. Fatal problems raise kopf.PermanentError: kopf then
         stops with that message instead of retrying a start that cannot succeed."""
         config = self.config
-        if config.metrics_port and self.metrics.port is None:
+        if config.metrics_port and not self.metrics.serving:
             try:
                 self.metrics.serve(config.metrics_port)
             except OSError as e:

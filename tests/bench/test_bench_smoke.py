@@ -61,6 +61,7 @@ async def test_building_blocks_on_three_gpuvms(tmp_path: Path) -> None:
             while walks_since(await side.admin.log(5_000)) < 3 and time.monotonic() < deadline:
                 await asyncio.sleep(0.2)
             requests = await side.admin.log(5_000)
+            assert walks_since(requests) >= 3, "fewer than 3 bulk walks in 20 s with resync 1 s"
             intervals = measure.interval_counts(requests, subscription=SUB, gpuvms=3, page_size=2, since=since,
                                                 until=time.monotonic(), resync=1.0)
             assert intervals.counts, "no complete observation interval"

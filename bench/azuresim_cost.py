@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from azure.core.exceptions import ResourceExistsError  # noqa: E402
 from azure.mgmt.compute.aio import ComputeManagementClient  # noqa: E402
 
-from controller.azuresim import (  # noqa: E402
+from testbed.azuresim import (  # noqa: E402
     AsyncStaticTokenCredential,
     AzureComputeSimulator,
     SimulatorConfig,
@@ -32,7 +32,7 @@ from controller.azuresim import (  # noqa: E402
     ThrottlingConfig,
     Timings,
 )
-from controller.serving import ServerThread  # noqa: E402
+from testbed.serving import ServerThread  # noqa: E402
 
 SUB = "00000000-0000-0000-0000-00000000be00"
 RG = "bench"

@@ -21,8 +21,8 @@ from kubernetes import client
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from controller.kubeemu import KubeEmulator  # noqa: E402
-from controller.serving import ServerThread  # noqa: E402
+from testbed.kubeemu import KubeEmulator  # noqa: E402
+from testbed.serving import ServerThread  # noqa: E402
 
 G, V = "test.kubeemu.dev", "v1"
 

@@ -278,8 +278,8 @@ def _servers(doc: Mapping[str, Any]) -> list[str]:
     ]
     if worst_emu and worst_sim:
         text.append(
-            f"Neither limited a measurement, so neither was changed (no edits to `controller/kubeemu` or "
-            f"`controller/azuresim`). The emulator's busiest second was {worst_emu[1]:.0f} % of one core (phase "
+            f"Neither limited a measurement, so neither was changed (no edits to `testbed/kubeemu` or "
+            f"`testbed/azuresim`). The emulator's busiest second was {worst_emu[1]:.0f} % of one core (phase "
             f"\"{worst_emu[0]}\", mean {worst_emu[2]:.0f} %), while the operator in the same phase peaked at "
             f"{_num(worst_emu[4], '.0f', '?')} %: when the emulator is busiest, it is answering an operator that is "
             f"itself saturated. The simulators never exceeded {worst_sim[3]:.0f} % in any second. The emulator's "

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 
 from azure.mgmt.compute import ComputeManagementClient
 
-from controller.azuresim.credentials import StaticTokenCredential
+from controller.static_token import StaticTokenCredential
 
 
 @dataclass

@@ -18,7 +18,7 @@ import yaml
 
 from bench.clients import Key, KubeApi, SimAdmin, Tracker, Watcher, converged, gather_limited, settled
 from bench.procs import Emulator, Operator, Processes, Simulator, start_emulator, start_operator, start_simulator
-from controller.azuresim.model import vm_resource_id
+from testbed.azuresim.model import vm_resource_id
 
 ROOT = Path(__file__).resolve().parents[1]
 CRDS = [ROOT / "deploy" / "crds" / "gpuvms.gpuvm.dev.yaml"]

@@ -10,16 +10,21 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 
 # subcommand -> the module defining add_parser(subparsers) for it. Only the module of the
-# subcommand being run is imported: `run` must not carry the simulator, the emulator and their
-# dependencies (about 10 MiB of resident memory in a long-lived pod).
+# subcommand being run is imported: `run` must not carry what other subcommands need.
 _SUBCOMMANDS = {
     "run": "controller.operator",
-    "demo": "controller.demo",
-    "azure-sim": "controller.azuresim.cli",
-    "kube-emulator": "controller.kubeemu.cli",
 }
+# Subcommands that live outside the operator package (the test bed: `demo`, `azure-sim`,
+# `kube-emulator`) register here as entry points, so the operator never imports them and an
+# installation without them (the container image) simply does not offer them.
+PLUGIN_GROUP = "gpuvm_operator.commands"
+
+
+def _plugins() -> dict[str, str]:
+    return {ep.name: ep.value for ep in metadata.entry_points(group=PLUGIN_GROUP) if ep.name not in _SUBCOMMANDS}
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -30,9 +35,17 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    modules = [_SUBCOMMANDS[command]] if command in _SUBCOMMANDS else list(_SUBCOMMANDS.values())
-    for module_name in modules:
-        importlib.import_module(module_name).add_parser(subparsers)
+    known = {**_SUBCOMMANDS, **_plugins()}
+    for name, module_name in known.items():
+        if command in known and name != command:
+            continue
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if name in _SUBCOMMANDS or not module_name.startswith(str(e.name or "")):
+                raise
+            continue  # a plugin whose package is not installed here (the image has no test bed)
+        module.add_parser(subparsers)
     return parser
 
 

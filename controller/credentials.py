@@ -111,7 +111,7 @@ def build_credential(settings: CredentialSettings, env: Mapping[str, str] | None
     mode = settings.mode
     authority = {"authority": settings.authority_host} if settings.authority_host else {}
     if mode is CredentialMode.SIMULATOR_TOKEN:
-        from controller.azuresim import AsyncStaticTokenCredential
+        from controller.static_token import AsyncStaticTokenCredential
 
         token = settings.simulator_token or env.get(SIMULATOR_TOKEN_ENV)
         if not token:

@@ -12,10 +12,11 @@
 #           into a buildah store of our own under the name the Dockerfile uses
 #   build   buildah build --pull=never --isolation=chroot --layers -t $GPUVM_IMAGE .
 #   smoke   the image's configuration (numeric non-root USER, ENTRYPOINT, port, ENV, labels),
-#           --help, the user inside, no compiler or pip, bad input = exit 2 and one line; then on
-#           a read-only root filesystem with only /tmp writable, as the image's user: the full
-#           demo, and the ENTRYPOINT's liveness endpoint and SIGTERM shutdown
-#           (scripts/image-smoke-liveness.sh)
+#           --help, the user inside, no compiler or pip, no test bed, bad input = exit 2 and one
+#           line; then the test bed (requirements-testbed.lock, testbed/) layered onto a copy of
+#           the image ($GPUVM_IMAGE-testbed) and, on a read-only root filesystem with only /tmp
+#           writable, as the image's user: the full demo, and the ENTRYPOINT's liveness endpoint
+#           and SIGTERM shutdown (scripts/image-smoke-liveness.sh)
 #
 # Environment:
 #   GPUVM_IMAGE           tag to build (default gpuvm-operator:ci)
@@ -59,6 +60,7 @@ PHASE_STARTED=""
 TIMES=()
 LOGS="$CACHE/logs"
 SMOKE_CTR=""
+TESTBED_CTR=""
 IMPORT_CTR=""
 
 say() { printf 'build-image: %s\n' "$*"; }
@@ -107,6 +109,10 @@ cleanup() {
     if [ -n "$SMOKE_CTR" ]; then
         bh umount "$SMOKE_CTR" >/dev/null 2>&1
         bh rm "$SMOKE_CTR" >/dev/null 2>&1
+    fi
+    if [ -n "$TESTBED_CTR" ]; then
+        bh umount "$TESTBED_CTR" >/dev/null 2>&1
+        bh rm "$TESTBED_CTR" >/dev/null 2>&1
     fi
     if [ -n "$IMPORT_CTR" ]; then
         bh rm "$IMPORT_CTR" >/dev/null 2>&1
@@ -352,13 +358,37 @@ out=${out%$'\n'}
 grep -q 'error: .*--arm-endpoint' <<<"$out" || fail "the bad-input line does not name --arm-endpoint: $out"
 check "${entrypoint_argv[*]} --arm-endpoint http://x: exit 2, one line: $out"
 
+out=$(in_ctr gpuvm-operator --help 2>&1)
+if grep -qE 'demo|azure-sim|kube-emulator' <<<"$out" || in_ctr python3 -c 'import testbed' >/dev/null 2>&1; then
+    fail "the operator image carries the test bed (testbed/, the demo): $out"
+fi
+check "no test bed in the operator image (gpuvm-operator offers only run)"
+
+# The demo and the liveness check need the test bed (the Kubernetes emulator, the Azure
+# simulator): it is layered onto a copy of the operator image, never onto the image itself.
+# Its pinned packages (requirements-testbed.lock) are binary wheels for the image's Python 3.11.
+TESTBED_IMAGE="$IMAGE-testbed"
+TESTBED_CTR=$(bh from --pull=never --name "gpuvm-testbed-$$" "$IMAGE")
+tb_mnt=$(bh mount "$TESTBED_CTR")
+tb_site="$tb_mnt/opt/gpuvm/lib/python3.11/site-packages"
+[ -d "$tb_site" ] || fail "no $tb_site in the image"
+PIP_CONFIG_FILE=/dev/null python3 -m pip install --disable-pip-version-check --root-user-action=ignore \
+    --no-deps --only-binary=:all: --no-compile --python-version 3.11 --implementation cp \
+    --target "$tb_site" -r requirements-testbed.lock >"$LOGS/testbed-pip.log" 2>&1 \
+    || { cat "$LOGS/testbed-pip.log" >&2; fail "installing the test bed's packages (requirements-testbed.lock) failed"; }
+tar --exclude=__pycache__ -cf - testbed | tar -xf - -C "$tb_site"
+bh umount "$TESTBED_CTR" >/dev/null
+bh commit --quiet --rm "$TESTBED_CTR" "$TESTBED_IMAGE" >/dev/null
+TESTBED_CTR=$(bh from --pull=never --name "gpuvm-testbed-run-$$" "$TESTBED_IMAGE")
+check "test bed layered onto a copy: $TESTBED_IMAGE"
+
 # The rest runs as a pod with readOnlyRootFilesystem and an emptyDir at /tmp would: the image's
 # root filesystem mounted read-only, a fresh 64 MiB tmpfs on /tmp (the Deployment's emptyDir
 # sizeLimit), the image's user and ENV and nothing of the host's environment. buildah run cannot
 # make the root read-only, so this is the same chroot done by hand, in private mount, PID and
 # network namespaces (only a loopback interface: nothing run here can reach, or be reached
 # from, outside the container).
-mnt=$(bh mount "$SMOKE_CTR")
+mnt=$(bh mount "$TESTBED_CTR")
 if [ -z "$gid" ]; then
     gid=$(awk -F: -v u="$uid" '$3 == u { print $4; exit }' "$mnt/etc/passwd")
     gid=${gid:-0}
@@ -420,6 +450,10 @@ check "ENTRYPOINT with the image's ENV: $(grep -h '^liveness: ' "$LOGS/liveness.
 
 # Belt and braces for the buildah run steps above (writable root): the container's own layer
 # holds only what the runtime itself put there (mount points, /etc/hosts and such).
+bh umount "$TESTBED_CTR" >/dev/null
+bh rm "$TESTBED_CTR" >/dev/null
+TESTBED_CTR=""
+mnt=$(bh mount "$SMOKE_CTR")
 upper="$(dirname "$mnt")/diff"
 if [ -d "$upper" ]; then
     written=$(cd "$upper" && find . -mindepth 1 \

@@ -17,7 +17,7 @@ import pytest
 from bench import measure, report, suite
 from bench.procs import Processes, usage
 from bench.world import Fleet, World, subscription_id
-from controller.azuresim.cli import parse_limit
+from testbed.azuresim.cli import parse_limit
 from controller.cli import CliError
 
 pytestmark = pytest.mark.timeout(90)

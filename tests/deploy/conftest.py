@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
-from controller.kubeemu.access import Access
+from testbed.kubeemu.access import Access
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "deploy" / "manifests"

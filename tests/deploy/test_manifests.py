@@ -96,8 +96,8 @@ def test_custom_objects_are_valid_for_the_rendered_crds(install: str) -> None:
     """Created with dryRun and strict field validation in the emulator serving the rendered CRDs."""
     from kubernetes import client
 
-    from controller.kubeemu import KubeEmulator
-    from controller.serving import ServerThread
+    from testbed.kubeemu import KubeEmulator
+    from testbed.serving import ServerThread
 
     objects = render(install)
     custom = [o for o in objects if o["apiVersion"].split("/")[0] in ("kopf.dev", "gpuvm.dev")]

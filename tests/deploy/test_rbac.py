@@ -26,11 +26,11 @@ import kopf._core.engines.peering as kopf_peering
 import pytest
 from kubernetes import client
 
-from controller.azuresim import SimulatorConfig, SimVm, Timings
-from controller.azuresim.wire import REQUIRED_ACTION, OpName
+from testbed.azuresim import SimulatorConfig, SimVm, Timings
+from testbed.azuresim.wire import REQUIRED_ACTION, OpName
 from controller.gpuvm import GROUP, PLURAL, VERSION
-from controller.kubeemu.access import Access, request_attributes
-from controller.sandbox import Cluster, Sandbox, wait_for
+from testbed.kubeemu.access import Access, request_attributes
+from testbed.sandbox import Cluster, Sandbox, wait_for
 from tests.deploy.conftest import (
     AZURE,
     OPERATOR_SA,
@@ -364,7 +364,7 @@ def test_discovery_is_non_resource(path: str) -> None:
 
 
 def test_access_log_is_bounded() -> None:
-    from controller.kubeemu.access import AccessLog
+    from testbed.kubeemu.access import AccessLog
 
     log = AccessLog(limit=3)
     for i in range(10):

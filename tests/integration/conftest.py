@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.azuresim import SimulatorConfig, SimVm, Timings
-from controller.sandbox import Azure, Cluster, OperatorRunner, Sandbox, crd_files
+from testbed.azuresim import SimulatorConfig, SimVm, Timings
+from testbed.sandbox import Azure, Cluster, OperatorRunner, Sandbox, crd_files
 
 ROOT = Path(__file__).parents[2]
 CRDS = crd_files(ROOT / "deploy" / "crds")

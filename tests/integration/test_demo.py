@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from controller.demo import run_demo
+from testbed.demo import run_demo
 
 
 def test_demo_converges() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from controller.sandbox import wait_for
+from testbed.sandbox import wait_for
 from tests.integration.conftest import Azure, Cluster, OperatorRunner, vm_id
 
 

@@ -7,9 +7,9 @@ import urllib.request
 
 import pytest
 
-from controller.azuresim import SimulatorConfig, SimVm, ThrottlingConfig
-from controller.azuresim.throttling import BucketLimit
-from controller.sandbox import Sandbox, settled, wait_for
+from testbed.azuresim import SimulatorConfig, SimVm, ThrottlingConfig
+from testbed.azuresim.throttling import BucketLimit
+from testbed.sandbox import Sandbox, settled, wait_for
 from tests.integration.conftest import CRDS, FAST, MANAGED, NS, RG, SUB, Azure, Cluster, vm_id
 
 

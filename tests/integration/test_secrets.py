@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from controller.azuresim import SimulatorConfig
+from testbed.azuresim import SimulatorConfig
 from tests.integration.conftest import FAST, Azure, Cluster, replace_flag, vm_id
 
 TOKEN = "tok-4f1c9e-NEVER-LOGGED-8b2d"

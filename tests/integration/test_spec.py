@@ -9,8 +9,8 @@ import pytest
 import yaml
 from kubernetes import client
 
-from controller.kubeemu import KubeEmulator
-from controller.serving import ServerThread
+from testbed.kubeemu import KubeEmulator
+from testbed.serving import ServerThread
 from tests.integration.conftest import CRDS, NS, Azure, Cluster, replace_flag, vm_id
 
 CRD = Path(__file__).parents[2] / "deploy" / "crds" / "gpuvms.gpuvm.dev.yaml"

@@ -21,7 +21,7 @@ from azure.mgmt.resource.resources.aio import (
     ResourceManagementClient as AioResourceManagementClient,
 )
 
-from controller.azuresim import (
+from testbed.azuresim import (
     AsyncStaticTokenCredential,
     AzureComputeSimulator,
     SimulatorConfig,
@@ -29,7 +29,7 @@ from controller.azuresim import (
     StaticTokenCredential,
     Timings,
 )
-from controller.serving import ServerThread
+from testbed.serving import ServerThread
 
 T = TypeVar("T")
 

@@ -18,9 +18,9 @@ import pytest
 import urllib3
 from kubernetes import client
 
-from controller.kubeemu import KubeEmulator
-from controller.sandbox import crd_files, wait_for
-from controller.serving import ServerThread
+from testbed.kubeemu import KubeEmulator
+from testbed.sandbox import crd_files, wait_for
+from testbed.serving import ServerThread
 
 DATA = Path(__file__).parent / "data"
 ROOT = Path(__file__).parents[2]

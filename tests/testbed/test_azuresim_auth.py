@@ -6,7 +6,7 @@ import pytest
 import requests
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
 
-from controller.azuresim import NO_RESPONSE, OpName
+from testbed.azuresim import NO_RESPONSE, OpName
 from tests.testbed.azure_fixtures import (
     RG,
     SUB,

@@ -16,7 +16,7 @@ import pytest
 from azure.mgmt.compute import ComputeManagementClient
 
 import controller.cli
-from controller.azuresim import (
+from testbed.azuresim import (
     PowerState,
     StaticTokenCredential,
     VmFileError,

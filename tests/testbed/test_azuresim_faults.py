@@ -8,7 +8,7 @@ import pytest
 import requests
 from azure.core.exceptions import HttpResponseError, ServiceResponseError
 
-from controller.azuresim import (
+from testbed.azuresim import (
     NO_RESPONSE,
     Fault,
     FaultKind,
@@ -16,7 +16,7 @@ from controller.azuresim import (
     OpName,
     PowerState,
 )
-from controller.sandbox import wait_for
+from testbed.sandbox import wait_for
 from tests.testbed.azure_fixtures import (
     RG,
     aio_compute,
@@ -228,8 +228,8 @@ def test_faults_match_vm_globs_and_can_be_removed(azure_sim, compute) -> None:
 
 
 def test_faults_from_config() -> None:
-    from controller.azuresim import AzureComputeSimulator
-    from controller.serving import ServerThread
+    from testbed.azuresim import AzureComputeSimulator
+    from testbed.serving import ServerThread
     from tests.testbed.azure_fixtures import default_vms, fast_config
     with ServerThread(AzureComputeSimulator(fast_config(faults=(Fault.parse("op=get status=404 error=ResourceNotFound"),)), default_vms())) as thread:
         with pytest.raises(HttpResponseError) as e:

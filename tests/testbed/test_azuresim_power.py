@@ -6,8 +6,8 @@ import pytest
 import requests
 from azure.core.exceptions import HttpResponseError, ResourceExistsError
 
-from controller.azuresim import OpName, Origin, PowerState
-from controller.sandbox import wait_for
+from testbed.azuresim import OpName, Origin, PowerState
+from testbed.sandbox import wait_for
 from tests.testbed.azure_fixtures import (
     RG,
     aio_compute,
@@ -228,7 +228,7 @@ async def test_aio_409_and_overlap_record(azure_sim_factory) -> None:
 
 
 def test_per_vm_timings_override(azure_sim_factory) -> None:
-    from controller.azuresim import SimVm
+    from testbed.azuresim import SimVm
     from tests.testbed.azure_fixtures import SUB
     vms = [SimVm(subscription_id=SUB, resource_group=RG, name="slow", timings={"start": 30.0}),
            SimVm(subscription_id=SUB, resource_group=RG, name="fast")]

@@ -10,7 +10,7 @@ import requests
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.core.rest import HttpRequest
 
-from controller.azuresim import OpName, SimVm
+from testbed.azuresim import OpName, SimVm
 from tests.testbed.azure_fixtures import (
     OTHER_RG,
     RG,
@@ -144,7 +144,7 @@ def test_unknown_subscription(azure_sim) -> None:
     sim = sim_of(azure_sim)
     from azure.mgmt.compute import ComputeManagementClient
 
-    from controller.azuresim import StaticTokenCredential
+    from testbed.azuresim import StaticTokenCredential
     from tests.testbed.azure_fixtures import client_kwargs
     other = ComputeManagementClient(StaticTokenCredential(sim.token), str(uuid.uuid4()), **client_kwargs(sim))
     with pytest.raises(ResourceNotFoundError) as e:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from azure.core.exceptions import HttpResponseError, ResourceExistsError
 
-from controller.azuresim import OpName
+from testbed.azuresim import OpName
 from tests.testbed.azure_fixtures import (
     RG,
     SUB,

@@ -8,7 +8,7 @@ import time
 import pytest
 from azure.core.exceptions import HttpResponseError
 
-from controller.azuresim import BucketLimit, OpName, ThrottlingConfig
+from testbed.azuresim import BucketLimit, OpName, ThrottlingConfig
 from tests.testbed.azure_fixtures import (
     RG,
     azure_sim_factory,

@@ -95,7 +95,7 @@ def test_run_does_not_load_the_simulator_or_the_emulator() -> None:
 
     probe = ("import sys, controller.cli as c\n"
              "try:\n    c.main(['run', '--help'])\nexcept SystemExit:\n    pass\n"
-             "print(sorted(m for m in sys.modules if m.startswith(('controller.azuresim', 'controller.kubeemu', 'controller.demo'))))")
+             "print(sorted(m for m in sys.modules if m.startswith(('testbed.azuresim', 'testbed.kubeemu', 'testbed.demo'))))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True).stdout
     assert out.strip().splitlines()[-1] == "[]"
     assert "azure-sim" in subprocess.run([sys.executable, "-m", "controller", "--help"], capture_output=True,

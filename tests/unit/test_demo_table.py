@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from controller.demo import render_table, table_rows
+from testbed.demo import render_table, table_rows
 
 
 def test_rows_and_layout() -> None:

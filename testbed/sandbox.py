@@ -16,12 +16,12 @@ from typing import Any, TypeVar
 import yaml
 from kubernetes import client
 
-from controller.azuresim import AzureComputeSimulator, SimulatorConfig, SimVm
+from testbed.azuresim import AzureComputeSimulator, SimulatorConfig, SimVm
 from controller.config import OperatorConfig, parse_config
 from controller.gpuvm import GROUP, KIND, PLURAL, VERSION
-from controller.kubeemu import KubeEmulator
+from testbed.kubeemu import KubeEmulator
 from controller.operator import run_operator, startup_failure
-from controller.serving import ServerThread
+from testbed.serving import ServerThread
 
 T = TypeVar("T")
 

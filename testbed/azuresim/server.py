@@ -303,7 +303,7 @@ class AzureComputeSimulator:
     ) -> str:
         """Start a real transition as if another client (the portal) asked; returns the operation id.
 
-        Raises :class:`~controller.azuresim.wire.ArmError` (409) when the state machine refuses it.
+        Raises :class:`~testbed.azuresim.wire.ArmError` (409) when the state machine refuses it.
         """
         vm = self._find(name, resource_group, subscription_id)
         action = PowerAction(action) if not isinstance(action, PowerAction) else action

@@ -1,4 +1,4 @@
-"""Token credentials for the simulator: a fixed bearer token, no identity provider.
+"""A fixed bearer token as an Azure credential: ``--credential simulator-token``.
 
 Why a credential at all: the real SDK only sends ``Authorization: Bearer …`` through its
 bearer-token policy, which asks a credential for a token. Pointing the unmodified SDK at the

@@ -33,7 +33,7 @@ def add_parser(subparsers: Any) -> None:
         help="serve a simulated Azure Compute API (ARM over HTTPS) for the operator and the demo",
         description=(
             "Serve simulated Azure VMs to the unmodified Azure SDK. Faults use the spec syntax "
-            "'op=start vm=gpu-1 error=AllocationFailed times=2' (see controller/azuresim/faults.py)."
+            "'op=start vm=gpu-1 error=AllocationFailed times=2' (see testbed/azuresim/faults.py)."
         ),
     )
     parser.add_argument("--vms", required=True, metavar="FILE", help="YAML file with the VMs (see deploy/examples/azure-sim-vms.yaml)")

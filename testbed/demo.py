@@ -21,8 +21,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
 
-from controller.azuresim import Fault, SimulatorConfig, SimVm, Timings
-from controller.sandbox import Azure, Cluster, Sandbox, ready_of, settled
+from testbed.azuresim import Fault, SimulatorConfig, SimVm, Timings
+from testbed.sandbox import Azure, Cluster, Sandbox, ready_of, settled
 
 SUBSCRIPTION = "6c1f8b2e-3d4a-4f5b-9c8d-7e6f5a4b3c2d"
 RESOURCE_GROUP = "rg-ai-gpu"

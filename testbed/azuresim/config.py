@@ -12,7 +12,7 @@ from .throttling import ThrottlingConfig
 
 @dataclass(frozen=True)
 class SimulatorConfig:
-    """Settings of one :class:`~controller.azuresim.server.AzureComputeSimulator`.
+    """Settings of one :class:`~testbed.azuresim.server.AzureComputeSimulator`.
 
     ``token`` is the bearer token with every permission (random when None).
     ``restricted_tokens`` maps further tokens to the RBAC actions they hold (glob patterns such

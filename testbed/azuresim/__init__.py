@@ -9,7 +9,7 @@ format. Run it with ``gpuvm-operator azure-sim``.
 """
 
 from .config import SimulatorConfig
-from .credentials import AsyncStaticTokenCredential, StaticTokenCredential
+from controller.static_token import AsyncStaticTokenCredential, StaticTokenCredential
 from .faults import Fault, FaultKind, FaultSpecError
 from .model import (
     OperationError,

@@ -59,9 +59,6 @@ _RELEASE_ON_DELETE = frozenset(
     {Reason.INVALID_SPEC, Reason.VM_NOT_FOUND, Reason.NOT_MANAGED, Reason.NAMESPACE_NOT_ALLOWED, Reason.DUPLICATE_VM}
 )
 _QUIET_REASONS = frozenset({Reason.RECONCILED, Reason.STARTING, Reason.DEALLOCATING, Reason.WAITING_FOR_TRANSITION})
-# After a resume (HA), GpuVms that kopf's re-list has not announced again within this time are
-# checked with a GET: one deleted while this replica was paused is never announced as deleted.
-RESUME_CONFIRM_AFTER = 30.0
 
 
 class StatusSink(Protocol):
@@ -81,6 +78,9 @@ class EngineSettings:
     tag_walk: float = 300.0  # the tags (the consent) are read in bulk this often
     busy_walk: float = 0.5  # bulk walk interval while operations are in flight (the list budget paces it)
     workers: int = 32  # reconcile steps at once
+    # After a resume (HA), GpuVms that kopf's re-list has not announced again within this time
+    # are checked with a GET: one deleted while this replica was paused is never announced.
+    resume_confirm: float = 30.0
 
     @property
     def tag_refresh(self) -> float:
@@ -193,7 +193,7 @@ class Engine:
         self._holders = 0
         self._stop: asyncio.Event | None = None
         self._runner: asyncio.Task[None] | None = None
-        self.fleet = Fleet(azure, settings.fleet, clock=clock, on_change=self._vm_changed, wanted=self._wanted)
+        self.fleet = Fleet(azure, settings.fleet, clock=clock, on_change=self._vm_changed, wanted=self._wanted, lookup=self._vm_ref)
 
     @property
     def vms(self) -> dict[str, VmState]:
@@ -302,6 +302,14 @@ class Engine:
         prefix = f"/subscriptions/{subscription}/"
         return {key for key in self._by_vm if key.startswith(prefix)}
 
+    def _vm_ref(self, key: str) -> VmRef | None:
+        """The VM ``key`` as a GpuVm names it, while this replica is the active one."""
+        keys = self._by_vm.get(key) if self.active else None
+        if not keys:
+            return None
+        vm = self.tracked[next(iter(keys))].vm
+        return vm
+
     def samples(self) -> Iterator[GpuVmSample]:
         """Per-GpuVm power state and billed seconds, for the metrics collector."""
         if not self.active:
@@ -366,7 +374,7 @@ class Engine:
         this replica was paused: ask the API server about each, and forget the gone ones."""
         if epoch == 1:
             return  # the first active period: everything known was announced in it
-        await asyncio.sleep(RESUME_CONFIRM_AFTER)
+        await asyncio.sleep(self.settings.resume_confirm)
         for t in [t for t in self.tracked.values() if t.epoch < epoch]:
             try:
                 exists = await self._status.exists(t.namespace, t.name, t.uid)
@@ -604,7 +612,6 @@ class Engine:
         trigger = record.trigger.value
         log.info("%s/%s: %s requested (%s) for %s", t.namespace, t.name, action.verb, trigger, vm.resource_id)
         self._emit(t.ref, "Normal", f"{action.value}Requested", f"{action.verb} requested ({trigger}) for {vm.name}")
-        self.wake(t.key)
         try:
             await self._follow(t, vm, state, action, poller)
         finally:

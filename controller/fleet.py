@@ -126,15 +126,17 @@ class Fleet:
         clock: Callable[[], dt.datetime],
         on_change: Callable[[str], None],
         wanted: Callable[[str], set[str]],
+        lookup: Callable[[str], VmRef | None],
     ) -> None:
         """``on_change(key)`` is told when a VM's observed state changed or a read of it
         ended; ``wanted(subscription)`` names the VMs that GpuVms being driven care about (an
-        empty set ends the walk)."""
+        empty set ends the walk); ``lookup(key)`` tells whether one VM is among them now."""
         self.azure = azure
         self.settings = settings
         self._clock = clock
         self._on_change = on_change
         self._wanted = wanted
+        self._lookup = lookup
         self.vms: dict[str, VmState] = {}
         self._subs: dict[str, _Subscription] = {}
         self._reads: set[asyncio.Task[None]] = set()
@@ -312,6 +314,7 @@ class Fleet:
 
     async def _walk_loop(self, subscription: str, sub: _Subscription) -> None:
         loop = asyncio.get_running_loop()
+        first_rounds = 0
         while True:
             keys = self._wanted(subscription)
             if not keys:
@@ -328,7 +331,11 @@ class Fleet:
                 sub.pages, sub.walk_started = pages, started
                 self._walk_failed(subscription, sub, None)
                 with reading(Lane.REACTION if not sub.synced else Lane.BACKGROUND, "tags"):
-                    await self._tags(subscription, sub, keys, groups, whole_cycle=not sub.synced)
+                    await self._tags(subscription, sub, groups, whole_cycle=not sub.synced)
+                if not sub.synced:
+                    first_rounds += 1
+                    if first_rounds < 3 and self._unsettled(subscription) > 2 * pages:
+                        continue  # GpuVms announced after their page went by: another walk is cheaper than their GETs
                 self._synced(subscription, sub)
             except AzureFailureError as e:
                 if e.failure.reason is Reason.AUTHORIZATION_FAILED and not sub.per_group:
@@ -343,6 +350,11 @@ class Fleet:
                 log.exception("bulk observation of subscription %s failed unexpectedly", subscription)
                 self._synced(subscription, sub)
             await self._pause(subscription, sub, started)
+
+    def _unsettled(self, subscription: str) -> int:
+        """Wanted VMs that the bulk pages have not told enough about yet."""
+        return sum(1 for key in self._wanted(subscription)
+                   if (state := self.vms.get(key)) is None or state.observation is None or state.tags is None)
 
     def _walk_failed(self, subscription: str, sub: _Subscription, failure: Failure | None) -> None:
         """Remember (or forget) a failure every VM of the subscription shares; wake its GpuVms
@@ -380,7 +392,8 @@ class Fleet:
                 return
 
     def _groups(self, keys: set[str]) -> list[str | None]:
-        return sorted({self.vms[k].ref.resource_group.lower() for k in keys if k in self.vms})
+        refs = (self.vms[k].ref if k in self.vms else self._lookup(k) for k in keys)
+        return sorted({ref.resource_group.lower() for ref in refs if ref is not None})
 
     async def _walk(self, subscription: str, keys: set[str], groups: list[str | None], *, notify: bool) -> int:
         """One walk over every page; returns how many pages it read. ``notify``: wake the GpuVms
@@ -391,7 +404,7 @@ class Fleet:
         for group in groups:
             async for key, obs, page in self.azure.list_observations(subscription, group):
                 pages = max(pages, page)
-                if key in keys and key in self.vms:
+                if self._known(key):
                     seen.add(key)
                     self._from_walk(key, replace(obs, observed_at=started), notify=notify)
         self.walks += 1
@@ -403,7 +416,18 @@ class Fleet:
                     self._on_change(key)
         return max(1, pages)
 
-    async def _tags(self, subscription: str, sub: _Subscription, keys: set[str], groups: list[str | None], *, whole_cycle: bool) -> None:
+    def _known(self, key: str) -> bool:
+        """Whether a VM of a page is one a GpuVm names now (registered here on the way: GpuVms
+        announced while a walk runs are served by it, not by reads of their own)."""
+        if key in self.vms:
+            return True
+        ref = self._lookup(key)
+        if ref is None:
+            return False
+        self.state(ref)
+        return True
+
+    async def _tags(self, subscription: str, sub: _Subscription, groups: list[str | None], *, whole_cycle: bool) -> None:
         """Tag pages: a whole cycle (the first time), else at most one page per interval
         (rotating over the resource groups when walking those), so reading the consent in bulk
         costs at most one request per interval on top of the status walk."""
@@ -413,8 +437,8 @@ class Fleet:
             started = self._clock()
             tags, continuation = await self.azure.list_tags_page(subscription, groups[index], sub.tag_continuation)
             for key, (vm_tags, facts) in tags.items():
-                state = self.vms.get(key)
-                if key in keys and state is not None and (state.tags_at is None or state.tags_at <= started):
+                state = self.vms.get(key) if self._known(key) else None
+                if state is not None and (state.tags_at is None or state.tags_at <= started):
                     changed = state.tags is not None and state.tags != vm_tags
                     state.tags, state.tags_at = vm_tags, started
                     if state.observation is not None:

@@ -9,7 +9,7 @@ import pytest
 
 from testbed.azuresim import SimulatorConfig, SimVm, ThrottlingConfig
 from testbed.azuresim.throttling import BucketLimit
-from testbed.sandbox import Sandbox, settled, wait_for
+from testbed.sandbox import Sandbox, free_port, scrape, settled, wait_for
 from tests.integration.conftest import CRDS, FAST, MANAGED, NS, RG, SUB, Azure, Cluster, vm_id
 
 
@@ -61,12 +61,6 @@ def test_a_burst_drains_under_the_operation_cap_without_conflicts(cluster: Clust
     starts = sorted(r.time for r in azure.requests() if r.operation == "VirtualMachines.Start")
     assert len(starts) == 6
     assert starts[2] - starts[0] >= FAST.start * 0.9
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_metrics(cluster: Cluster, azure: Azure, start_operator) -> None:
@@ -161,3 +155,30 @@ def test_tags_are_read_in_bulk_and_used_for_consent(cluster: Cluster, azure: Azu
     cluster.wait_reason("t", "NotManaged")
     assert azure.count("VirtualMachines.Get") == gets  # the consent came from the bulk read, not a read per VM
     assert azure.power_requests("vm-1", "start") == []
+
+
+def test_a_cold_start_reaches_every_settled_gpuvm_with_bulk_reads_and_writes_only_what_changed(
+    cluster: Cluster, azure: Azure, start_operator
+) -> None:
+    names = [f"vm-{i}" for i in range(1, 7)] + ["vm-running"]
+    for name in names:
+        cluster.create(name, {"vm": {"resourceId": vm_id(name)}, "desiredState": "Deallocated" if name != "vm-running" else "Running"})
+    first = start_operator()
+    wait_for(lambda: all(settled(o) for o in cluster.objects().values()), 20, what="all settled")
+    first.stop()
+    azure.out_of_band("vm-6", "start")  # while no operator runs: its stored status is now stale
+    wait_for(lambda: azure.power("vm-6") == "running", 10)
+    before = len(azure.requests())
+    port = free_port()
+    start_operator(["--metrics-port", str(port), "--resync-interval", "300"])
+    wait_for(lambda: scrape(port).get("gpuvm_intent_to_desired_seconds_count", 0) == len(names), 20,
+             what="every GpuVm Ready again under the new operator")
+    requests = azure.requests()[before:]
+    assert [(r.operation, r.vm) for r in requests if r.operation in ("VirtualMachines.Get", "VirtualMachines.InstanceView")] == []
+    walks = [r for r in requests if r.operation == "VirtualMachines.ListAll"]
+    assert 1 <= len(walks) <= 3  # one statusOnly walk and the tag pages (one page each here)
+    metrics = scrape(port)
+    # vm-6 was corrected (its deallocate and the status it changed); nothing else was written.
+    assert metrics.get('gpuvm_status_writes_total{cause="repair"}', 0) == 0
+    assert metrics.get('gpuvm_status_writes_total{cause="change"}', 0) >= 1
+    assert azure.power_requests("vm-6", "deallocate")

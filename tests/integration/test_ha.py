@@ -3,7 +3,6 @@ acting within kopf's daemon bound and resumes from status, forgetting GpuVms del
 
 from __future__ import annotations
 
-import dataclasses
 import time
 import uuid
 from collections.abc import Iterator
@@ -12,8 +11,7 @@ import kopf._core.engines.peering as kopf_peering
 import pytest
 
 from testbed.azuresim import SimulatorConfig
-from testbed.sandbox import Azure, Cluster, OperatorRunner, Sandbox, free_port, probe, wait_for
-from controller.config import parse_config
+from testbed.sandbox import Azure, Cluster, Sandbox, free_port, probe, wait_for
 from tests.integration.conftest import FAST, FAST_FLAGS, SUB, vm_id
 
 PEERING = "gpuvm-operator"
@@ -43,12 +41,9 @@ class Replica:
         self.liveness = f"http://127.0.0.1:{port}/healthz"
         flags = world.operator_flags(subscription=SUB, timing=FAST_FLAGS)
         flags[flags.index("--simulator-token-file") + 1] = str(world.token_file(token))
-        flags += ["--peering", PEERING, "--priority", str(priority), "--liveness", self.liveness]
-        config = parse_config(flags, {})
         # Confirm unannounced GpuVms one second after a resume instead of 30 (the default).
-        config = dataclasses.replace(config, engine=dataclasses.replace(config.engine, resume_confirm=1.0))
-        self.runner = OperatorRunner(config).start()
-        world.operators.append(self.runner)
+        flags += ["--peering", PEERING, "--priority", str(priority), "--liveness", self.liveness, "--resume-confirm", "1"]
+        self.runner = world.start_operator(flags)
         self.principal = principal(token)
 
     def health(self) -> dict[str, object]:

@@ -99,6 +99,9 @@ class _Subscription:
     pages: int = 1  # pages the last walk read
     synced: bool = False  # the first walk and tag cycle are done (or failed: then VMs read alone)
     failure: Failure | None = None  # why the last walk failed, when that holds for every VM of it
+    new_reads: int = 0  # GETs of VMs new to this process since the last round
+    newcomers: set[str] = field(default_factory=set)  # VMs waiting for the next round
+    round_wanted: bool = False  # a walk and a whole tag cycle as soon as possible
     tag_index: int = 0  # resource group being read (per-group walks)
     tag_continuation: str | None = None
     tags_not_before: float = 0.0
@@ -169,6 +172,17 @@ class Fleet:
                 return Look(None, pending=True)  # the subscription's first walk and tag cycle will tell
             if obs is None and sub.failure is not None:
                 return Look(None, sub.failure)  # the next walk retries it for every VM at once
+            if vm.key in sub.newcomers:
+                return Look(None, pending=True)
+            if state.last_failure is None and not state.reading and sub.new_reads >= 2 * sub.pages:
+                # Many VMs new at once (GpuVms created in bulk): one walk and one tag cycle tell
+                # all of them for what their GETs would cost.
+                sub.newcomers.add(vm.key)
+                sub.round_wanted = True
+                sub.busy.set()
+                return Look(None, pending=True)
+            if not state.reading:
+                sub.new_reads += 1
             self._read(state, "new" if obs is None else "tags")
             if obs is None or state.last_failure is not None:
                 return Look(None, state.last_failure, pending=state.last_failure is None)
@@ -323,15 +337,19 @@ class Fleet:
             started = loop.time()
             in_flight = self.in_flight(subscription)
             busy = in_flight > 0
-            lane_ = Lane.REACTION if not sub.synced else (Lane.COMPLETION if busy else Lane.BACKGROUND)
+            whole = not sub.synced or sub.round_wanted  # a round: the walk and a whole tag cycle
+            sub.round_wanted = False
+            lane_ = Lane.REACTION if whole else (Lane.COMPLETION if busy else Lane.BACKGROUND)
             try:
                 groups = self._groups(keys) if sub.per_group else [None]
                 with reading(lane_, "busy-walk" if busy else "walk"):
                     pages = await self._walk(subscription, keys, groups, notify=sub.synced)
                 sub.pages, sub.walk_started = pages, started
                 self._walk_failed(subscription, sub, None)
-                with reading(Lane.REACTION if not sub.synced else Lane.BACKGROUND, "tags"):
-                    await self._tags(subscription, sub, groups, whole_cycle=not sub.synced)
+                with reading(Lane.REACTION if whole else Lane.BACKGROUND, "tags"):
+                    await self._tags(subscription, sub, groups, whole_cycle=whole)
+                if whole:
+                    self._round_done(sub)
                 if not sub.synced:
                     first_rounds += 1
                     if first_rounds < 3 and self._unsettled(subscription) > 2 * pages:
@@ -350,6 +368,12 @@ class Fleet:
                 log.exception("bulk observation of subscription %s failed unexpectedly", subscription)
                 self._synced(subscription, sub)
             await self._pause(subscription, sub, started)
+
+    def _round_done(self, sub: _Subscription) -> None:
+        """The VMs that waited for this round are told (those it did not settle read alone)."""
+        waiting, sub.newcomers, sub.new_reads = sub.newcomers, set(), 0
+        for key in waiting:
+            self._on_change(key)
 
     def _unsettled(self, subscription: str) -> int:
         """Wanted VMs that the bulk pages have not told enough about yet."""
@@ -378,7 +402,7 @@ class Fleet:
         in flight and a walk is cheaper than polling them (``BUSY_WALK_COST_SHARE``)."""
         loop = asyncio.get_running_loop()
         deadline = started + self.settings.resync
-        while (remaining := deadline - loop.time()) > 0:
+        while (remaining := deadline - loop.time()) > 0 and not sub.round_wanted:
             in_flight = self.in_flight(subscription)
             if in_flight and sub.pages <= max(1.0, in_flight * BUSY_WALK_COST_SHARE):
                 deadline = min(deadline, started + self.settings.busy_walk)

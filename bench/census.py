@@ -37,7 +37,7 @@ OWNERS = ("/controller/", "/kopf/", "/kubernetes/", "/aiohttp/", "/azure/", "/ur
 def _owner(trace: tracemalloc.Traceback) -> str | None:
     """The module that made an allocation, or None for the test bed's own."""
     owner = None
-    for frame in trace:  # most recent first
+    for frame in reversed(trace):  # tracemalloc lists the oldest frame first
         name = frame.filename
         if "/testbed/" in name or "/celpy/" in name or "trustme" in name:
             return None
@@ -56,7 +56,7 @@ def census(count: int) -> dict[str, Any]:
     config = SimulatorConfig(timings=Timings(start=0.2, deallocate=0.2), retry_after=0.05)
     with tempfile.TemporaryDirectory() as tmp, Sandbox(crds=crds, simulator=config, vms=vms, workdir=Path(tmp), namespace=NS) as sb:
         assert sb.cluster is not None
-        tracemalloc.start(25)
+        tracemalloc.start(8)
         sb.start_operator(sb.operator_flags(subscription=SUB, timing=("--resync-interval", "5")))
         gc.collect()
         empty = tracemalloc.take_snapshot()
@@ -66,7 +66,7 @@ def census(count: int) -> dict[str, Any]:
         wait_for(lambda: sum(1 for o in sb.cluster.all_objects() if settled(o)) == count, 60 + count / 10,
                  interval=0.5, what="every GpuVm settled")
         settle = time.monotonic() - started
-        time.sleep(6)  # a resync interval: steady state, not the settling burst
+        time.sleep(15)  # three resync intervals, and kopf's idle per-object workers (5 s) gone: steady state
         gc.collect()
         full = tracemalloc.take_snapshot()
         tracemalloc.stop()
@@ -77,7 +77,7 @@ def census(count: int) -> dict[str, Any]:
         if owner is None or stat.size_diff <= 0:
             continue
         by_owner[owner] += stat.size_diff
-        frame = next((f for f in stat.traceback if any(m in f.filename for m in OWNERS)), stat.traceback[0])
+        frame = next((f for f in reversed(stat.traceback) if any(m in f.filename for m in OWNERS)), stat.traceback[-1])
         sites[f"{Path(frame.filename).parent.name}/{Path(frame.filename).name}:{frame.lineno}"] += stat.size_diff
     total = sum(by_owner.values())
     return {

@@ -17,30 +17,20 @@ from tests.testbed.azure_fixtures import (
     long_config,
     power_code,
     sim_of,
+    spot_and_hibernation_vms,
 )
 
 __all__ = ["azure_sim_factory"]
 
 
-def vms() -> list[SimVm]:
-    return [
-        SimVm(subscription_id=SUB, resource_group=RG, name="hib", power_state="running", hibernation_enabled=True),
-        SimVm(subscription_id=SUB, resource_group=RG, name="spot", power_state="running", priority="Spot"),
-        SimVm(subscription_id=SUB, resource_group=RG, name="spot-capped", power_state="deallocated", priority="Spot",
-              max_price=0.75, size="Standard_NC24ads_A100_v4"),
-        SimVm(subscription_id=SUB, resource_group=RG, name="plain", power_state="running", priority="Regular"),
-        SimVm(subscription_id=SUB, resource_group=RG, name="legacy", power_state="running"),
-    ]
-
-
 @pytest.fixture
 def fast(azure_sim_factory):
-    return azure_sim_factory(fast_config(), vms())
+    return azure_sim_factory(fast_config(), spot_and_hibernation_vms())
 
 
 @pytest.fixture
 def slow(azure_sim_factory):
-    return azure_sim_factory(long_config(), vms())
+    return azure_sim_factory(long_config(), spot_and_hibernation_vms())
 
 
 def codes(client, name: str) -> list[str]:
@@ -174,7 +164,7 @@ def test_evict_from_python_and_the_admin_endpoint(fast) -> None:
 
 
 def test_eviction_needs_its_rbac_action(azure_sim_factory) -> None:
-    thread = azure_sim_factory(fast_config(restricted_tokens={"reader": ["Microsoft.Compute/virtualMachines/read"]}), vms())
+    thread = azure_sim_factory(fast_config(restricted_tokens={"reader": ["Microsoft.Compute/virtualMachines/read"]}), spot_and_hibernation_vms())
     with pytest.raises(HttpResponseError) as e:
         compute_client(thread, token="reader").virtual_machines.simulate_eviction(RG, "spot")
     assert e.value.status_code == 403 and "virtualMachines/simulateEviction/action" in e.value.error.message

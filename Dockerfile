@@ -27,9 +27,13 @@
 
 FROM debian:bookworm-slim AS runtime-base
 # Debian package versions are left to the snapshot + bookworm-security (see Pinning above).
+# No OS time zone files (Debian's tzdata is gone): spec.schedule reads its zones from the pinned
+# tzdata wheel (controller/schedule.py), and without /etc/localtime the C library keeps UTC.
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates python3 \
+ && apt-get purge -y tzdata \
+ && rm -rf /etc/localtime /etc/timezone /usr/share/zoneinfo \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/cache/debconf/*-old /var/log/apt /var/log/dpkg.log
 
 FROM runtime-base AS deps

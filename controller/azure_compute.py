@@ -50,7 +50,7 @@ from controller.power import (
     VmFacts,
     parse_statuses,
 )
-from controller.reasons import ALLOCATION_CODES, QUOTA_CODES, Failure, Reason
+from controller.reasons import ALLOCATION_CODES, QUOTA_CODES, RESUME_CODE, SPOT_PRICE_CODES, Failure, Reason
 
 log = logging.getLogger(__name__)
 
@@ -156,12 +156,43 @@ def classify(
         else:
             what = text
         return Failure(Reason.VM_NOT_FOUND, code, f"{what}; check spec.vm")
+    if code in SPOT_PRICE_CODES:
+        return Failure(
+            Reason.SPOT_PRICE_ABOVE_MAX,
+            code,
+            f"the Spot price of this VM size is above the VM's max price ({code}); retrying with back-off in case "
+            "it falls. Raise the max price (billingProfile.maxPrice, changeable while the VM is deallocated; -1 pays "
+            f"up to the pay-as-you-go price) or use Regular priority. Azure said: {text}",
+        )
+    if code == RESUME_CODE:
+        return Failure(
+            Reason.ALLOCATION_FAILED,
+            code,
+            f"Azure cannot resume this hibernated VM on the capacity it needs right now ({code}); retrying with "
+            "back-off. Deallocating it without hibernation (its memory is then lost) lets the next start look for "
+            f"capacity without the resume's constraints. Azure said: {text}",
+        )
+    if code == "SkuNotAvailable":
+        return Failure(
+            Reason.ALLOCATION_FAILED,
+            code,
+            f"this VM size is not available here right now ({code}; for a Spot VM: no Spot capacity); retrying with "
+            f"back-off. Another size or region, or Regular priority for a Spot VM, avoids this. Azure said: {text}",
+        )
     if code in ALLOCATION_CODES:
         return Failure(
             Reason.ALLOCATION_FAILED,
             code,
             f"Azure has no capacity for this VM size right now ({code}); retrying with back-off. "
             f"A capacity reservation, another zone or another size avoids this. Azure said: {text}",
+        )
+    if _refuses_hibernation(code, message):
+        return Failure(
+            Reason.HIBERNATION_NOT_SUPPORTED,
+            code,
+            f"Azure refused to hibernate the VM ({code}): hibernation needs a running VM created with "
+            "additionalCapabilities.hibernationEnabled (never a Spot VM) and a guest set up for it; a plain "
+            f"deallocate still switches it off (spec.stopMode: Deallocate asks for that). Azure said: {text}",
         )
     if code in QUOTA_CODES and "quota" in (message or "").lower():
         return Failure(
@@ -174,6 +205,17 @@ def classify(
     if code in _BUSY_CODES or status == 409:
         return Failure(Reason.WAITING_FOR_TRANSITION, code, f"Azure is busy with another operation on the VM: {text}")
     return Failure(Reason.AZURE_ERROR, code, f"Azure answered {status or ''} {code}: {text}".replace("  ", " "), retry_after)
+
+
+def _refuses_hibernation(code: str, message: str | None) -> bool:
+    """Azure will not hibernate this VM (hibernate-resume-troubleshooting): OperationNotAllowed
+    naming hibernation ("…can only be triggered on a VM that is enabled for hibernation…", the
+    hibernation extension failed) or VMHibernateNotSupported — but not a VM merely busy with
+    another operation, which the next attempt may hibernate."""
+    text = (message or "").lower()
+    if code == "VMHibernateNotSupported":
+        return True
+    return code == "OperationNotAllowed" and "hibernat" in text and "another operation is in progress" not in text
 
 
 def _retry_after(headers: Mapping[str, str] | None) -> float | None:
@@ -320,15 +362,21 @@ COMPUTE_API_VERSION = "2026-04-01"
 _MAX_PAGES = 10_000  # a walk is bounded: 10,000 pages are 10 million VMs at ARM's page size
 
 
-def vm_facts(vm: Mapping[str, Any]) -> VmFacts:
-    """What does not change with power, from a VM as ARM sends it."""
+def vm_facts(vm: Mapping[str, Any], *, full: bool = True) -> VmFacts:
+    """What does not change with power, from a VM as ARM sends it. ``full``: the whole model (a
+    GET, a plain list page), not a statusOnly page, which lacks the size and capabilities."""
     properties = vm.get("properties") or {}
+    capabilities = properties.get("additionalCapabilities")
+    hibernation = capabilities.get("hibernationEnabled") if isinstance(capabilities, Mapping) else None
     return VmFacts(
         resource_id=vm.get("id"),
         name=vm.get("name"),
         vm_id=properties.get("vmId"),
         size=(properties.get("hardwareProfile") or {}).get("vmSize"),
         location=vm.get("location"),
+        priority=properties.get("priority"),
+        # A VM created without the capability carries no additionalCapabilities at all.
+        hibernation_enabled=bool(hibernation) if full else None,
     )
 
 
@@ -351,7 +399,7 @@ def observation_from_rest(vm: Mapping[str, Any], *, now: dt.datetime, source: st
         power_state=parsed.power_state,
         provisioning_state=parsed.provisioning_state,
         observed_at=now,
-        facts=vm_facts(vm),
+        facts=vm_facts(vm, full=source == "get"),
         tags=dict(vm.get("tags") or {}) if source == "get" else None,
         provisioning_failure=failure,
         source=source,
@@ -524,12 +572,22 @@ class AzureCompute:
             raise self._fail(exc) from None
         return {str(item["id"]).lower(): (dict(item.get("tags") or {}), vm_facts(item)) for item in items}, next_link
 
-    async def begin(self, vm: VmRef, action: Action) -> Any:
-        """Send the power operation; returns the poller once Azure accepted it (202)."""
+    async def begin(self, vm: VmRef, action: Action, *, hibernate: bool = False) -> Any:
+        """Send the power operation; returns the poller once Azure accepted it (202).
+
+        ``hibernate`` makes a deallocate ``deallocate?hibernate=true``. Azure refuses it at once
+        for a VM without the capability (a Failure with reason HibernationNotSupported): the
+        caller may then deallocate without it.
+        """
         operations = self._client(vm.subscription_id).virtual_machines
-        begin = operations.begin_start if action is Action.START else operations.begin_deallocate
+        if hibernate and action is not Action.DEALLOCATE:
+            raise ValueError("only a deallocate can hibernate")
         try:
-            return await begin(vm.resource_group, vm.name)
+            if action is Action.START:
+                return await operations.begin_start(vm.resource_group, vm.name)
+            if hibernate:
+                return await operations.begin_deallocate(vm.resource_group, vm.name, hibernate=True)
+            return await operations.begin_deallocate(vm.resource_group, vm.name)
         except Exception as exc:  # noqa: BLE001
             raise self._fail(exc, vm) from None
 

@@ -26,7 +26,7 @@ import asyncio
 import datetime as dt
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 from controller.azure_compute import AzureCompute, AzureFailureError
 from controller.gpuvm import VmRef
@@ -108,16 +108,11 @@ class _Subscription:
 
 
 def _merged(old: VmFacts, new: VmFacts | None) -> VmFacts:
-    """Facts a source lacks (statusOnly pages carry no size) keep their last known value."""
+    """Facts a source lacks (statusOnly pages carry no size or priority) keep their last known value."""
     if new is None:
         return old
-    return VmFacts(
-        resource_id=new.resource_id or old.resource_id,
-        name=new.name or old.name,
-        vm_id=new.vm_id or old.vm_id,
-        size=new.size or old.size,
-        location=new.location or old.location,
-    )
+    return VmFacts(**{f.name: v if (v := getattr(new, f.name)) is not None and v != "" else getattr(old, f.name)
+                      for f in fields(VmFacts)})
 
 
 class Fleet:

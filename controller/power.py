@@ -26,12 +26,18 @@ class PowerState(str, enum.Enum):
     STOPPED = "Stopped"
     DEALLOCATING = "Deallocating"
     DEALLOCATED = "Deallocated"
+    HIBERNATED = "Hibernated"  # deallocated with its memory on the OS disk: a start resumes it
     UNKNOWN = "Unknown"
 
     @property
     def settled(self) -> bool:
         """A state Azure leaves a VM in until someone asks for something else."""
-        return self in (PowerState.RUNNING, PowerState.STOPPED, PowerState.DEALLOCATED)
+        return self in (PowerState.RUNNING, PowerState.STOPPED, PowerState.DEALLOCATED, PowerState.HIBERNATED)
+
+    def reaches(self, target: PowerState) -> bool:
+        """The VM is where ``target`` asks it to be: a hibernated VM is deallocated too (Azure
+        shows ``PowerState/deallocated`` for it), so hibernating is one way to reach Deallocated."""
+        return self is target or (self is PowerState.HIBERNATED and target is PowerState.DEALLOCATED)
 
     @property
     def transitional(self) -> bool:
@@ -39,7 +45,8 @@ class PowerState(str, enum.Enum):
 
     @property
     def billed(self) -> bool:
-        """Compute is billed from starting to stopped; only (de)allocating/deallocated is free."""
+        """Compute is billed from starting to stopped; only (de)allocating, deallocated and
+        hibernated are free (a hibernated VM pays for its disks only)."""
         return self in (PowerState.STARTING, PowerState.RUNNING, PowerState.STOPPING, PowerState.STOPPED)
 
 
@@ -136,6 +143,7 @@ def parse_statuses(codes: Iterable[str | None]) -> ParsedStatuses:
 
     Unknown power codes (``PowerState/unknown``, anything new Azure invents) map to UNKNOWN;
     so does a missing entry. Codes are compared case-insensitively as Azure's casing varies.
+    ``PowerState/deallocated`` with ``HibernationState/Hibernated`` is HIBERNATED.
     """
     power = PowerState.UNKNOWN
     provisioning = ProvisioningState.UNKNOWN
@@ -154,6 +162,8 @@ def parse_statuses(codes: Iterable[str | None]) -> ParsedStatuses:
             error = "/".join(parts[2:]) or None
         elif kind == "hibernationstate":
             hibernated = value == "hibernated"
+    if hibernated and power is PowerState.DEALLOCATED:
+        power = PowerState.HIBERNATED
     return ParsedStatuses(power, provisioning, error, hibernated)
 
 
@@ -166,6 +176,8 @@ class VmFacts:
     vm_id: str | None = None
     size: str | None = None
     location: str | None = None
+    priority: str | None = None  # "Spot", "Regular", or None: not given at creation, or not in this source
+    hibernation_enabled: bool | None = None  # additionalCapabilities.hibernationEnabled; None: not in this source
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ class Reason(str, enum.Enum):
     DRIFTED = "Drifted"
     ALLOCATION_FAILED = "AllocationFailed"
     QUOTA_EXCEEDED = "QuotaExceeded"
+    SPOT_PRICE_ABOVE_MAX = "SpotPriceAboveMax"  # a Spot VM's max price is below the current Spot price
+    HIBERNATION_NOT_SUPPORTED = "HibernationNotSupported"  # Azure refused to hibernate: deallocate instead
     THROTTLED = "Throttled"
     VM_NOT_FOUND = "VmNotFound"
     AUTHENTICATION_FAILED = "AuthenticationFailed"
@@ -29,10 +31,6 @@ class Reason(str, enum.Enum):
     DUPLICATE_VM = "DuplicateVm"
     INVALID_SPEC = "InvalidSpec"
     AZURE_ERROR = "AzureError"
-
-
-CAPACITY_REASONS = frozenset({Reason.ALLOCATION_FAILED, Reason.QUOTA_EXCEEDED})
-
 
 
 @dataclass(frozen=True)
@@ -49,9 +47,13 @@ class Failure:
     retry_after: float | None = None
 
 
-CAPACITY_REASONS = frozenset({Reason.ALLOCATION_FAILED, Reason.QUOTA_EXCEEDED})
+# Start failures that may pass with time: retried under the capacity back-off.
+CAPACITY_REASONS = frozenset({Reason.ALLOCATION_FAILED, Reason.QUOTA_EXCEEDED, Reason.SPOT_PRICE_ABOVE_MAX})
 
 # Azure's codes for "no capacity for this size here, now" (a failed start operation).
+# SkuNotAvailable is what a Spot VM meets when there is no Spot capacity; the Overconstrained
+# resume code is a hibernated VM's (hibernate-resume-troubleshooting).
+RESUME_CODE = "OverconstrainedResumeFromHibernatedStateAllocationRequest"
 ALLOCATION_CODES = frozenset(
     {
         "AllocationFailed",
@@ -59,12 +61,17 @@ ALLOCATION_CODES = frozenset(
         "OverconstrainedAllocationRequest",
         "OverconstrainedZonalAllocationRequest",
         "SkuNotAvailable",
+        RESUME_CODE,
     }
 )
 # Quota answers come as OperationNotAllowed with a message about cores quota.
 QUOTA_CODES = frozenset({"OperationNotAllowed", "QuotaExceeded"})
+# A Spot VM's start when the Spot price is above the VM's max price (error-codes-spot).
+SPOT_PRICE_CODES = frozenset({"SpotPriceGreaterThanProvidedMaxPrice"})
 
 
 def capacity_reason(code: str) -> Reason:
-    """The reason for a start failure already known to be about capacity or quota."""
+    """The reason for a start failure already known to be about capacity, price or quota."""
+    if code in SPOT_PRICE_CODES:
+        return Reason.SPOT_PRICE_ABOVE_MAX
     return Reason.QUOTA_EXCEEDED if code in QUOTA_CODES else Reason.ALLOCATION_FAILED

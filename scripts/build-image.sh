@@ -12,7 +12,8 @@
 #           into a buildah store of our own under the name the Dockerfile uses
 #   build   buildah build --pull=never --isolation=chroot --layers -t $GPUVM_IMAGE .
 #   smoke   the image's configuration (numeric non-root USER, ENTRYPOINT, port, ENV, labels),
-#           --help, the user inside, no compiler or pip, no test bed, bad input = exit 2 and one
+#           --help, the user inside, no compiler or pip, no OS zone files (schedules use the tzdata
+#           wheel), no test bed, bad input = exit 2 and one
 #           line; then the test bed (requirements-testbed.lock, testbed/) layered onto a copy of
 #           the image ($GPUVM_IMAGE-testbed) and, on a read-only root filesystem with only /tmp
 #           writable, as the image's user: the full demo, and the ENTRYPOINT's liveness endpoint
@@ -344,6 +345,20 @@ out=$(in_ctr sh -c '
     if /opt/gpuvm/bin/python -c "import pip" 2>/dev/null; then echo "/opt/gpuvm has pip"; exit 1; fi
     exit 0' 2>&1) || fail "build tools in the final image: $out"
 check "no compiler, linker, make or pip (command -v gcc fails)"
+
+# spec.schedule needs no OS zone files: none are in the image, and a Berlin window that starts
+# in the hour skipped on 29 Mar 2026 still opens at 03:00 CEST (01:00 UTC), from the tzdata wheel.
+out=$(in_ctr sh -c 'ls -d /usr/share/zoneinfo /etc/localtime 2>/dev/null; exit 0')
+[ -z "$out" ] || fail "the image has OS time zone files: $out"
+out=$(in_ctr python3 -c '
+import datetime as dt
+from controller.schedule import edges, parse_schedule
+s = parse_schedule({"timeZone": "Europe/Berlin", "windows": [{"days": "Sun", "start": "02:30", "end": "04:00"}]})
+print(" ".join(e.at.isoformat() for e in edges(s, dt.datetime(2026, 3, 28, tzinfo=dt.timezone.utc), 2)))' 2>&1) \
+    || fail "computing a schedule's edges in the image failed: $out"
+[ "$out" = "2026-03-29T01:00:00+00:00 2026-03-29T02:00:00+00:00" ] \
+    || fail "Europe/Berlin Sun 02:30-04:00 on 29 Mar 2026 should open 01:00Z and close 02:00Z, got: $out"
+check "no /usr/share/zoneinfo; Europe/Berlin from the tzdata wheel: Sun 02:30-04:00 on 29 Mar 2026 is $out"
 
 # Bad input through the image's ENTRYPOINT: exit 2 and one readable line on stderr, no
 # traceback. (The shell inside keeps buildah's own "exit status" lines out of what is checked.)

@@ -13,9 +13,12 @@ Spec strings (CLI ``--fault``, admin endpoint ``POST /_sim/faults``) are whitesp
     kind=slow op=* delay=1.5
     kind=no-power-state vm=gpu-* times=3
     op=start error=OperationNotAllowed                      # the quota failure
+    op=start vm=spot-1 error=SpotPriceGreaterThanProvidedMaxPrice   # Spot: price above max
+    op=start vm=spot-1 error=SkuNotAvailable times=3         # Spot: no Spot capacity
+    op=start vm=hib-1 error=OverconstrainedResumeFromHibernatedStateAllocationRequest  # resume
 
 Keys: ``kind`` (http | throttle | drop | slow | fail | no-power-state), ``op`` (comma list of
-short names: get, instanceView, list, listAll, start, deallocate, powerOff, restart,
+short names: get, instanceView, list, listAll, start, deallocate, powerOff, restart, simulateEviction,
 operationStatus, operationResult, tagsGet, tagsPut, tagsPatch, tagsDelete, or groups ``power``,
 ``read``, ``tags``, ``*``; full names such as ``VirtualMachines.Start`` work too), ``vm``, ``rg``,
 ``sub`` (glob patterns, case-insensitive), ``status``, ``error`` (ARM error code), ``message``,
@@ -72,6 +75,10 @@ _CODE_STATUS = {
     "InternalServerError": 500, "InternalExecutionError": 500, "BadGateway": 502, "ServiceUnavailable": 503,
     "GatewayTimeout": 504, "Conflict": 409, "OperationNotAllowed": 409, "AuthorizationFailed": 403,
     "ResourceNotFound": 404, "NotFound": 404, "BadRequest": 400, "TooManyRequests": 429,
+    # Capacity and price refusals of a start, when injected as an immediate answer (kind=http)
+    # rather than a failed operation: 409 as other refusals (Azure's status here is unverified).
+    "SkuNotAvailable": 409, "SpotPriceGreaterThanProvidedMaxPrice": 409,
+    "OverconstrainedResumeFromHibernatedStateAllocationRequest": 409,
 }
 
 

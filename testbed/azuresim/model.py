@@ -13,10 +13,14 @@ action        from running              from stopped              from deallocat
 ============  ========================  ========================  ===========================
 start         no-op success             starting -> running       starting -> running
                                                                    (resumes a hibernated VM)
-deallocate    deallocating ->           deallocating ->           no-op success
-              deallocated               deallocated
+deallocate    deallocating ->           deallocating ->           no-op success; a hibernated
+              deallocated               deallocated               VM: deallocating ->
+                                                                   deallocated (hibernation
+                                                                   state discarded)
 hibernate     deallocating ->           409 (must be running)     409 (must be running)
               deallocated + Hibernated
+evict (Spot)  deallocating ->           deallocating ->           409 (nothing allocated)
+              deallocated               deallocated
 powerOff      stopping -> stopped       no-op success             409 "…deallocated or marked
                                                                    to be deallocated."
 restart       starting -> running       409 "requires the VM to   409 "requires the VM to be
@@ -26,6 +30,12 @@ restart       starting -> running       409 "requires the VM to   409 "requires 
 
 Azure documents start on a running VM and deallocate on a deallocated VM as accepted and
 completing at once; the other refusals use messages from Azure's VM error-message list.
+Hibernate is refused on a VM without ``additionalCapabilities.hibernationEnabled``, and a Spot VM
+cannot have that capability at all (Azure refuses to create one: "Hibernation capability isn't
+supported for Spot VMs"), so a Spot VM's hibernate gets the same refusal. Evict is the platform
+taking a Spot VM back (``simulateEviction``, or :meth:`AzureComputeSimulator.evict`): its
+eviction policy ``Deallocate`` deallocates it; afterwards its instance view is that of any
+deallocated VM.
 """
 
 from __future__ import annotations
@@ -76,10 +86,16 @@ class OperationStatus(str, enum.Enum):
 
 
 class Origin(str, enum.Enum):
-    """Who asked for an operation: an API client, or "someone in the portal" (out of band)."""
+    """Who asked for an operation: an API client, "someone in the portal" (out of band), or the
+    platform evicting a Spot VM."""
 
     API = "api"
     OUT_OF_BAND = "out-of-band"
+    EVICTION = "eviction"
+
+
+SPOT = "Spot"
+REGULAR = "Regular"
 
 
 @dataclass(frozen=True)
@@ -134,12 +150,18 @@ class SimVm:
     vm_id: str | None = None
     time_created: str | None = None
     timings: Mapping[str, float] = field(default_factory=dict)
+    # ``properties.priority`` (left out of the resource when None, as for a VM created without
+    # one); a Spot VM's eviction policy defaults to Deallocate and its max price to -1.
+    priority: str | None = None
+    eviction_policy: str | None = None
+    max_price: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("subscription_id", "resource_group", "name", "location", "size"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
                 raise ValueError(f"SimVm.{name} must be a non-empty string, not {value!r}")
+        self._check_priority()
         state = PowerState(self.power_state)
         if not state.steady:
             raise ValueError(f"SimVm.power_state must be running, stopped or deallocated, not {state.value!r}")
@@ -148,6 +170,34 @@ class SimVm:
         if unknown:
             raise ValueError(f"SimVm.timings: unknown keys {sorted(unknown)} (known: {', '.join(TIMING_NAMES)})")
         Timings().overridden(self.timings)  # validates the values
+
+    def _check_priority(self) -> None:
+        """Azure's creation-time rules for Spot VMs (its messages; see error-codes-spot)."""
+        if self.priority not in (None, REGULAR, SPOT):
+            raise ValueError(f"SimVm.priority must be {REGULAR!r} or {SPOT!r}, not {self.priority!r}")
+        if self.priority != SPOT:
+            if self.eviction_policy is not None:
+                raise ValueError("EvictionPolicyCanBeSetOnlyOnAzureSpotVirtualMachines: Eviction policy can be set "
+                                 "only on Azure Spot Virtual Machines.")
+            if self.max_price is not None:
+                raise ValueError("MaxPriceIsSupportedOnlyForAzureSpotVirtualMachines: Max price is supported only "
+                                 "for Azure Spot Virtual Machines.")
+            return
+        if self.hibernation_enabled:
+            raise ValueError("OperationNotAllowed: Hibernation capability isn't supported for Spot VMs.")
+        if self.eviction_policy not in (None, "Deallocate"):
+            raise ValueError(f"SimVm.eviction_policy: only 'Deallocate' is simulated (a VM cannot be deleted "
+                             f"here), not {self.eviction_policy!r}")
+        price = -1.0 if self.max_price is None else self.max_price
+        if isinstance(price, bool) or not isinstance(price, (int, float)) or not (price == -1 or price > 0):
+            raise ValueError("MaxPriceValueInvalid: Invalid max price value. The only supported values for max "
+                             "price are -1 or a decimal greater than zero.")
+        object.__setattr__(self, "eviction_policy", "Deallocate")
+        object.__setattr__(self, "max_price", float(price))
+
+    @property
+    def spot(self) -> bool:
+        return self.priority == SPOT
 
     @property
     def resource_id(self) -> str:
@@ -210,7 +260,7 @@ class VmRecord:
 
     __slots__ = (
         "spec", "key", "id", "vm_id", "tags", "timings", "power", "hibernated", "provisioning",
-        "failure", "operation", "status_time", "time_created",
+        "failure", "operation", "status_time", "time_created", "evictions",
     )
 
     def __init__(self, spec: SimVm, *, timings: Timings, time_created: str, now: float) -> None:
@@ -227,6 +277,7 @@ class VmRecord:
         self.operation: Operation | None = None
         self.status_time = now
         self.time_created = spec.time_created or time_created
+        self.evictions = 0
 
 
 @dataclass(frozen=True)
@@ -243,6 +294,8 @@ class VmSnapshot:
     tags: Mapping[str, str]
     operation: str | None  # the in-flight action ("start", "hibernate", …), if any
     operation_origin: Origin | None
+    priority: str | None = None
+    evictions: int = 0  # how often the platform evicted it (Azure's instance view does not say)
 
     @classmethod
     def of(cls, vm: VmRecord) -> "VmSnapshot":
@@ -258,6 +311,8 @@ class VmSnapshot:
             tags=dict(vm.tags),
             operation=op.label if op else None,
             operation_origin=op.origin if op else None,
+            priority=vm.spec.priority,
+            evictions=vm.evictions,
         )
 
 
@@ -298,7 +353,8 @@ def plan(vm: VmRecord, action: PowerAction, *, hibernate: bool) -> list[Phase] |
             )
         return [(PowerState.DEALLOCATING, seconds)]
     if action is PowerAction.DEALLOCATE:
-        return None if state is PowerState.DEALLOCATED else [(PowerState.DEALLOCATING, seconds)]
+        done = state is PowerState.DEALLOCATED and not vm.hibernated
+        return None if done else [(PowerState.DEALLOCATING, seconds)]
     if action is PowerAction.POWER_OFF:
         if state is PowerState.DEALLOCATED:
             raise Refusal(
@@ -310,6 +366,23 @@ def plan(vm: VmRecord, action: PowerAction, *, hibernate: bool) -> list[Phase] |
     if state is not PowerState.RUNNING:
         raise Refusal("The operation requires the VM to be running (or set to run).")
     return [(PowerState.STARTING, seconds)]
+
+
+def plan_eviction(vm: VmRecord) -> list[Phase]:
+    """The platform takes a Spot VM back: it deallocates (the only eviction policy simulated).
+
+    Raises :class:`Refusal` for a VM that is not Spot, holds nothing to take back, or is in the
+    middle of another operation.
+    """
+    name = vm.spec.name
+    if not vm.spec.spot:
+        raise Refusal(f"Operation 'simulateEviction' is not allowed on VM '{name}' since it is not an Azure Spot "
+                      "Virtual Machine.")
+    if vm.operation is not None:
+        raise Refusal(f"Operation 'simulateEviction' is not allowed on VM '{name}' since another operation is in progress.")
+    if vm.power is PowerState.DEALLOCATED:
+        raise Refusal(f"Operation 'simulateEviction' is not allowed on VM '{name}' since the VM is deallocated.")
+    return [(PowerState.DEALLOCATING, vm.timings.deallocate)]
 
 
 def final_state(action: PowerAction) -> PowerState:
@@ -334,4 +407,6 @@ def as_dict(snapshot: VmSnapshot) -> dict[str, Any]:
         "tags": dict(snapshot.tags),
         "operation": snapshot.operation,
         "operationOrigin": None if snapshot.operation_origin is None else snapshot.operation_origin.value,
+        "priority": snapshot.priority,
+        "evictions": snapshot.evictions,
     }

@@ -12,6 +12,8 @@ addressed as ``{rg}/{vm}``, with ``?subscription=`` when that is ambiguous:
 - ``GET /_sim/vms``, ``GET /_sim/vms/{rg}/{vm}``: VM states.
 - ``POST /_sim/vms/{rg}/{vm}/{start|deallocate|powerOff|restart}[?hibernate=true]``: an
   out-of-band power change (a real transition, as if the portal asked): 202 or 409.
+- ``POST /_sim/vms/{rg}/{vm}/evict``: the platform evicts a Spot VM (deallocates it): 202 or 409.
+  (ARM's own ``POST …/virtualMachines/{vm}/simulateEviction`` does the same and answers 204.)
 - ``POST /_sim/vms/{rg}/{vm}/fast-forward``: finish the VM's operation in flight now.
 - ``PUT /_sim/vms/{rg}/{vm}/power-state`` with ``{"powerState": "stopped"}``: change at once.
 - ``GET /_sim/faults``, ``POST /_sim/faults`` with ``{"spec": "…"}``, ``DELETE /_sim/faults``,
@@ -54,6 +56,7 @@ from .model import (
     as_dict,
     final_state,
     plan,
+    plan_eviction,
     vm_key,
 )
 from .recording import NO_RESPONSE, Overlap, Recorder, RequestRecord, record_json
@@ -113,6 +116,8 @@ def parse_route(method: str, path: str, *, monitor: bool = False) -> _Route:
         action = _ACTIONS.get(tail)
         if action is not None and method == "POST":
             return _Route(_POWER_OP[action], sub, rg, name, action)
+        if tail == "simulateeviction" and method == "POST":
+            return _Route(OpName.SIMULATE_EVICTION, sub, rg, name)
     if n == 12 and low[8:12] == ["providers", "microsoft.resources", "tags", "default"] and method in _TAG_METHODS:
         return _Route(_TAG_METHODS[method], sub, rg, name)
     return _Route(OpName.UNKNOWN, sub, rg, name)
@@ -313,6 +318,22 @@ class AzureComputeSimulator:
             raise wire.conflict(r.message) from None
         return self._begin(vm, action, hibernate=hibernate, origin=Origin.OUT_OF_BAND, phases=phases, fail=None).id
 
+    def evict(self, name: str, *, resource_group: str | None = None, subscription_id: str | None = None) -> str:
+        """The platform takes a Spot VM back, as Azure does when it needs the capacity or the
+        price rises above the VM's maximum: it deallocates (``deallocating`` for the deallocate
+        timing, then ``deallocated`` with a plain instance view). Returns the operation id.
+
+        Raises :class:`~testbed.azuresim.wire.ArmError` (409) for a VM that is not Spot, is already
+        deallocated, or is busy with another operation.
+        """
+        vm = self._find(name, resource_group, subscription_id)
+        try:
+            phases = plan_eviction(vm)
+        except Refusal as r:
+            raise wire.conflict(r.message) from None
+        vm.evictions += 1
+        return self._begin(vm, PowerAction.DEALLOCATE, hibernate=False, origin=Origin.EVICTION, phases=phases, fail=None).id
+
     def set_tags(
         self, name: str, tags: Mapping[str, str], *, resource_group: str | None = None, subscription_id: str | None = None,
     ) -> None:
@@ -329,7 +350,7 @@ class AzureComputeSimulator:
         state = PowerState(state)
         if vm.operation is not None:
             self._finish(vm.operation, OperationStatus.CANCELED, OperationError(
-                "OperationPreempted", wire.default_failure_message("OperationPreempted", size="", location="")))
+                "OperationPreempted", wire.default_failure_message("OperationPreempted")))
         vm.power = state
         vm.hibernated = hibernated and state is PowerState.DEALLOCATED
         vm.provisioning = "succeeded"
@@ -378,7 +399,9 @@ class AzureComputeSimulator:
         if fail is not None:
             error = OperationError(
                 fail.code or "InternalExecutionError",
-                fail.message or wire.default_failure_message(fail.code or "", size=vm.spec.size, location=vm.spec.location),
+                fail.message or wire.default_failure_message(
+                    fail.code or "", vm.spec, hibernated=vm.hibernated and action is PowerAction.START
+                ),
             )
             duration = fail.after if fail.after is not None else sum(s for _, s in phases or [])
             first = phases[0][0] if phases else vm.power
@@ -583,6 +606,10 @@ class AzureComputeSimulator:
         if route.action is not None:
             assert vm is not None
             return self._power(request, vm, route.action, api_version, headers, fail)
+        if op is OpName.SIMULATE_EVICTION:
+            assert vm is not None
+            self.evict(vm.spec.name, resource_group=vm.spec.resource_group, subscription_id=vm.spec.subscription_id)
+            return web.Response(status=204, headers=headers)
         if op in (OpName.OPERATION_STATUS, OpName.OPERATION_RESULT):
             return self._operation_status(request, route, api_version, headers)
         assert vm is not None
@@ -753,10 +780,13 @@ class AzureComputeSimulator:
         if len(segs) == 4 and segs[0] == "vms" and segs[3] == "fast-forward" and method == "POST":
             ran = self.fast_forward(segs[2], resource_group=segs[1], subscription_id=sub)
             return self._json(200, {"fastForwarded": ran, **as_dict(self.vm_state(segs[2], resource_group=segs[1], subscription_id=sub))}, ok)
+        if len(segs) == 4 and segs[0] == "vms" and segs[3] == "evict" and method == "POST":
+            op_id = self.evict(segs[2], resource_group=segs[1], subscription_id=sub)
+            return self._json(202, {"operationId": op_id}, ok)
         if len(segs) == 4 and segs[0] == "vms" and method == "POST":
             action = _ACTIONS.get(segs[3].lower())
             if action is None:
-                raise ValueError(f"unknown action {segs[3]!r} (start, deallocate, powerOff, restart)")
+                raise ValueError(f"unknown action {segs[3]!r} (start, deallocate, powerOff, restart, evict)")
             op_id = self.out_of_band(segs[2], action, hibernate=_flag(query.get("hibernate")),
                                      resource_group=segs[1], subscription_id=sub)
             return self._json(202, {"operationId": op_id}, ok)

@@ -16,12 +16,17 @@ Format (see ``deploy/examples/azure-sim-vms.yaml``)::
         resource_group: other-rg
         size: Standard_NV36ads_A10_v5
         hibernation_enabled: true
+      - name: spot-a100-1
+        priority: Spot              # Regular | Spot; a Spot VM can be evicted (POST /_sim/…/evict)
+        eviction_policy: Deallocate # Spot only; the default and the only policy simulated
+        max_price: -1               # Spot only: -1 (never evicted for price) or a price > 0 USD/h
       - name: "bench-{i:04d}"       # with count: N, expands to N VMs; {i} runs 1..N
         count: 1000
 
 VM keys: ``name``, ``count``, ``subscription_id``, ``resource_group``, ``location``, ``size``,
 ``power_state``, ``tags`` (map of string to string, ARM tag rules), ``hibernation_enabled``,
-``vm_id`` (UUID), ``time_created`` (ISO 8601), ``timings`` (keys start, deallocate,
+``priority``, ``eviction_policy``, ``max_price`` (Azure's Spot rules: a Spot VM cannot enable
+hibernation), ``vm_id`` (UUID), ``time_created`` (ISO 8601), ``timings`` (keys start, deallocate,
 power_off, restart, hibernate). Names are unique per resource group, case-insensitively, as in
 ARM. Every error names the file and the item (``vms[2].power_state: …``).
 """
@@ -46,7 +51,7 @@ class VmFileError(ValueError):
 
 _VM_KEYS = frozenset({
     "name", "count", "subscription_id", "resource_group", "location", "size", "power_state", "tags",
-    "hibernation_enabled", "vm_id", "time_created", "timings",
+    "hibernation_enabled", "vm_id", "time_created", "timings", "priority", "eviction_policy", "max_price",
 })
 _STEADY = ("running", "stopped", "deallocated")
 
@@ -177,16 +182,25 @@ def _one_vm(fields: Mapping[str, Any], where: str) -> SimVm:
             raise VmFileError(f"{where}.timings.{key}: unknown (known: {', '.join(TIMING_NAMES)})")
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
             raise VmFileError(f"{where}.timings.{key}: must be a number of seconds >= 0, not {value!r}")
-    return SimVm(
-        subscription_id=subscription,  # type: ignore[arg-type]
-        resource_group=resource_group,  # type: ignore[arg-type]
-        name=fields["name"],
-        location=text("location") or "eastus",
-        size=text("size") or "Standard_NC24ads_A100_v4",
-        power_state=PowerState(power.lower()),
-        tags=dict(tags),
-        hibernation_enabled=hibernation,
-        vm_id=vm_id,
-        time_created=None if created is None else str(created),
-        timings={k: float(v) for k, v in timings.items()},
-    )
+    max_price = fields.get("max_price")
+    if max_price is not None and (isinstance(max_price, bool) or not isinstance(max_price, (int, float))):
+        raise VmFileError(f"{where}.max_price: must be a number (-1, or a price > 0 in USD per hour), not {max_price!r}")
+    try:
+        return SimVm(
+            subscription_id=subscription,  # type: ignore[arg-type]
+            resource_group=resource_group,  # type: ignore[arg-type]
+            name=fields["name"],
+            location=text("location") or "eastus",
+            size=text("size") or "Standard_NC24ads_A100_v4",
+            power_state=PowerState(power.lower()),
+            tags=dict(tags),
+            hibernation_enabled=hibernation,
+            vm_id=vm_id,
+            time_created=None if created is None else str(created),
+            timings={k: float(v) for k, v in timings.items()},
+            priority=text("priority"),
+            eviction_policy=text("eviction_policy"),
+            max_price=max_price,
+        )
+    except ValueError as e:  # Azure's creation rules for Spot VMs
+        raise VmFileError(f"{where}: {e}") from None

@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from .model import OperationError, PowerState, VmRecord
+from .model import OperationError, PowerState, SimVm, VmRecord
 
 
 class OpName(str, enum.Enum):
@@ -25,6 +25,7 @@ class OpName(str, enum.Enum):
     DEALLOCATE = "VirtualMachines.Deallocate"
     POWER_OFF = "VirtualMachines.PowerOff"
     RESTART = "VirtualMachines.Restart"
+    SIMULATE_EVICTION = "VirtualMachines.SimulateEviction"
     OPERATION_STATUS = "Operations.Status"
     OPERATION_RESULT = "Operations.Result"
     TAGS_GET = "Tags.GetAtScope"
@@ -47,6 +48,7 @@ _SHORT = {
     OpName.DEALLOCATE: "deallocate",
     OpName.POWER_OFF: "powerOff",
     OpName.RESTART: "restart",
+    OpName.SIMULATE_EVICTION: "simulateEviction",
     OpName.OPERATION_STATUS: "operationStatus",
     OpName.OPERATION_RESULT: "operationResult",
     OpName.TAGS_GET: "tagsGet",
@@ -70,6 +72,7 @@ REQUIRED_ACTION: Mapping[OpName, str] = {
     OpName.DEALLOCATE: "Microsoft.Compute/virtualMachines/deallocate/action",
     OpName.POWER_OFF: "Microsoft.Compute/virtualMachines/powerOff/action",
     OpName.RESTART: "Microsoft.Compute/virtualMachines/restart/action",
+    OpName.SIMULATE_EVICTION: "Microsoft.Compute/virtualMachines/simulateEviction/action",
     OpName.OPERATION_STATUS: "Microsoft.Compute/locations/operations/read",
     OpName.OPERATION_RESULT: "Microsoft.Compute/locations/operations/read",
     OpName.TAGS_GET: "Microsoft.Resources/tags/read",
@@ -183,8 +186,38 @@ def invalid_request_content(reason: str) -> ArmError:
 _ALLOCATION_GUIDANCE = "Read more about improving likelihood of allocation success at http://aka.ms/allocation-guidance"
 
 
-def default_failure_message(code: str, *, size: str, location: str) -> str:
-    """Azure's wording for the failures an operator of GPU VMs meets most."""
+def default_failure_message(code: str, vm: SimVm | None = None, *, hibernated: bool = False) -> str:
+    """Azure's wording for the failures an operator of GPU VMs meets most (of a start when
+    ``hibernated``: a resume)."""
+    size = vm.size if vm else ""
+    location = vm.location if vm else ""
+    if code == "AllocationFailed" and hibernated:
+        # hibernate-resume-troubleshooting: "Unable to resume a VM"
+        return (
+            "VM allocation failed from hibernated state due to insufficient capacity. Try again later or "
+            "alternatively stop-deallocate the VM and try starting the VM."
+        )
+    if code == "OverconstrainedResumeFromHibernatedStateAllocationRequest":
+        return (
+            "Allocation failed. VM(s) with the following constraints can't be allocated, because the condition is too "
+            "restrictive. Remove some constraints and try again. Constraints applied are: Networking Constraints "
+            "(such as Accelerated Networking or IPv6), Resuming from hibernated state (retry starting the VM after "
+            "some time or alternatively stop-deallocate the VM and try starting the VM again)."
+        )
+    if code == "SkuNotAvailable":  # error-codes-spot
+        resource = vm.name if vm else ""
+        subscription = vm.subscription_id if vm else ""
+        return (
+            f"The requested tier for resource '{resource}' is currently not available in location '{location}' for "
+            f"subscription '{subscription}'. Try another tier or deploy to a different location."
+        )
+    if code == "SpotPriceGreaterThanProvidedMaxPrice":  # error-codes-spot
+        max_price = vm.max_price if vm and vm.max_price is not None else -1.0
+        spot_price = max(max_price, 0.0) + 0.5  # any price above the VM's maximum
+        return (
+            f"Unable to perform operation 'Start' since the provided max price '{max_price:g} USD' is lower than the "
+            f"current spot price '{spot_price:g} USD' for Azure Spot Virtual Machine size '{size}'."
+        )
     if code == "AllocationFailed":
         return (
             "Allocation failed. We do not have sufficient capacity for the requested VM size in this region. "
@@ -264,6 +297,11 @@ def vm_resource(vm: VmRecord, *, view: dict[str, Any] | None = None) -> dict[str
     }
     if spec.hibernation_enabled:
         props["additionalCapabilities"] = {"hibernationEnabled": True}
+    if spec.priority is not None:
+        props["priority"] = spec.priority
+    if spec.spot:
+        props["evictionPolicy"] = spec.eviction_policy
+        props["billingProfile"] = {"maxPrice": spec.max_price}
     if view is not None:
         props["instanceView"] = view
     body: dict[str, Any] = {

@@ -55,6 +55,19 @@ def default_vms() -> list[SimVm]:
     ]
 
 
+def spot_and_hibernation_vms() -> list[SimVm]:
+    """hib running with hibernation enabled; spot running and spot-capped deallocated (max price
+    0.75) Spot VMs; plain (priority Regular) and legacy (no priority given) running."""
+    return [
+        SimVm(subscription_id=SUB, resource_group=RG, name="hib", power_state="running", hibernation_enabled=True),
+        SimVm(subscription_id=SUB, resource_group=RG, name="spot", power_state="running", priority="Spot"),
+        SimVm(subscription_id=SUB, resource_group=RG, name="spot-capped", power_state="deallocated", priority="Spot",
+              max_price=0.75, size="Standard_NC24ads_A100_v4"),
+        SimVm(subscription_id=SUB, resource_group=RG, name="plain", power_state="running", priority="Regular"),
+        SimVm(subscription_id=SUB, resource_group=RG, name="legacy", power_state="running"),
+    ]
+
+
 def fast_config(**overrides: Any) -> SimulatorConfig:
     """Transitions of 0.15 s and a 20 ms Retry-After, so whole operations finish in well under a second."""
     settings: dict[str, Any] = {"timings": FAST, "retry_after": 0.02}

@@ -31,11 +31,13 @@ EXAMPLE = ROOT / "deploy" / "examples" / "azure-sim-vms.yaml"
 def test_example_file_loads() -> None:
     vms = load_vms_yaml(EXAMPLE)
     by_name = {v.name: v for v in vms}
-    assert len(vms) == 8
+    assert len(vms) == 9
     assert by_name["train-a100-2"].power_state is PowerState.RUNNING
     assert by_name["train-a100-1"].tags == {"env": "demo", "team": "vision"}
     assert by_name["infer-a10-1"].hibernation_enabled and by_name["infer-a10-1"].timings == {"start": 45.0}
     assert by_name["notebook-t4-1"].resource_group == "gpu-notebooks"
+    spot = by_name["spot-a100-1"]
+    assert (spot.priority, spot.eviction_policy, spot.max_price) == ("Spot", "Deallocate", -1.0)
     assert [v.name for v in vms if v.resource_group == "gpu-batch"] == ["batch-01", "batch-02", "batch-03", "batch-04"]
 
 
@@ -68,6 +70,14 @@ GOOD_DEFAULTS = "defaults: {subscription_id: s1, resource_group: rg}\n"
         (GOOD_DEFAULTS + "vms: [{name: a, count: 3}]\n", "must contain {i}"),
         (GOOD_DEFAULTS + "vms: [{name: 'a{i}', count: 0}]\n", "vms[0].count: must be a whole number >= 1"),
         (GOOD_DEFAULTS + "vms: [{name: a, hibernation_enabled: maybe}]\n", "hibernation_enabled: must be true or false"),
+        (GOOD_DEFAULTS + "vms: [{name: a, priority: Low}]\n", "vms[0]: SimVm.priority must be 'Regular' or 'Spot'"),
+        (GOOD_DEFAULTS + "vms: [{name: a, priority: Spot, hibernation_enabled: true}]\n",
+         "vms[0]: OperationNotAllowed: Hibernation capability isn't supported for Spot VMs."),
+        (GOOD_DEFAULTS + "vms: [{name: a, eviction_policy: Deallocate}]\n", "EvictionPolicyCanBeSetOnlyOnAzureSpotVirtualMachines"),
+        (GOOD_DEFAULTS + "vms: [{name: a, priority: Spot, eviction_policy: Delete}]\n", "only 'Deallocate' is simulated"),
+        (GOOD_DEFAULTS + "vms: [{name: a, priority: Spot, max_price: 0}]\n", "MaxPriceValueInvalid"),
+        (GOOD_DEFAULTS + "vms: [{name: a, priority: Spot, max_price: cheap}]\n", "vms[0].max_price: must be a number"),
+        (GOOD_DEFAULTS + "vms: [{name: a, max_price: 0.5}]\n", "MaxPriceIsSupportedOnlyForAzureSpotVirtualMachines"),
     ],
 )
 def test_bad_vm_files_say_where_and_why(tmp_path: Path, text: str, fragment: str) -> None:

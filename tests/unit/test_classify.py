@@ -6,7 +6,7 @@ import pytest
 
 from controller.azure_compute import ROLE_NAME, classify
 from controller.gpuvm import VmRef
-from controller.reasons import Reason
+from controller.reasons import CAPACITY_REASONS, Reason, capacity_reason
 
 VM = VmRef("3f2c1a7e-0d4b-4c52-9a51-6f0e1d2c3b4a", "rg-gpu", "vm-a100")
 AUTHZ = (
@@ -40,6 +40,59 @@ def test_not_found(code: str, fragment: str) -> None:
 def test_capacity_codes(code: str) -> None:
     f = classify(status=None, code=code, message="Allocation failed. We do not have sufficient capacity")
     assert f.reason is Reason.ALLOCATION_FAILED and f.code == code and "back-off" in f.message
+
+
+@pytest.mark.parametrize(
+    ("code", "reason", "fragments"),
+    [
+        ("SpotPriceGreaterThanProvidedMaxPrice", Reason.SPOT_PRICE_ABOVE_MAX, ["Raise the max price", "Regular priority"]),
+        ("SkuNotAvailable", Reason.ALLOCATION_FAILED, ["no Spot capacity", "Regular priority", "Another size"]),
+        ("OverconstrainedResumeFromHibernatedStateAllocationRequest", Reason.ALLOCATION_FAILED, ["resume this hibernated VM"]),
+        ("AllocationFailed", Reason.ALLOCATION_FAILED, ["capacity reservation"]),
+    ],
+)
+def test_spot_and_resume_codes_are_capacity_reasons_with_their_own_fix(code: str, reason: Reason, fragments: list[str]) -> None:
+    f = classify(status=None, code=code, message="Azure's text")
+    assert (f.reason, f.code) == (reason, code) and f.reason in CAPACITY_REASONS
+    assert "back-off" in f.message and f.message.endswith("Azure said: Azure's text")
+    assert all(fragment in f.message for fragment in fragments)
+    assert capacity_reason(code) is reason  # what decide shows while the back-off runs
+
+
+# Azure's wording (hibernate-resume-troubleshooting), and what the simulator answers.
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        ("OperationNotAllowed", "The Hibernate-Deallocate Operation can only be triggered on a VM that is enabled for "
+                                "hibernation. Enable the property additionalCapabilities.hibernationEnabled during VM creation."),
+        ("OperationNotAllowed", "The Hibernate-Deallocate Operation can only be triggered on a VM that is successfully "
+                                "provisioned and is running."),
+        ("OperationNotAllowed", "Operation 'HibernateAndDeallocate' isn't allowed on VM 'Z0000ZYH000' since VM has "
+                                "extension 'AzureHibernateExtension' in failed state"),
+        ("VMHibernateNotSupported", "The VM 'Z0000ZYJ000' doesn't support hibernation."),
+    ],
+)
+def test_hibernation_refusals_are_recognisable(code: str, message: str) -> None:
+    f = classify(status=409, code=code, message=message)
+    assert (f.reason, f.code) == (Reason.HIBERNATION_NOT_SUPPORTED, code)
+    assert "hibernationEnabled" in f.message and "spec.stopMode: Deallocate" in f.message
+    assert f.reason not in CAPACITY_REASONS
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Operation 'HibernateAndDeallocate' is not allowed on VM 'vm-a100' since another operation is in progress.",
+        "Operation 'deallocate' is not allowed on VM 'vm-a100' since another operation is in progress.",
+    ],
+)
+def test_a_busy_vm_is_a_wait_even_when_hibernating(message: str) -> None:
+    assert classify(status=409, code="OperationNotAllowed", message=message).reason is Reason.WAITING_FOR_TRANSITION
+
+
+def test_hibernation_failures_that_pass_are_azure_errors() -> None:
+    f = classify(status=None, code="VMHibernateFailed", message="Hibernating the VM failed due to an internal error. Retry later.")
+    assert f.reason is Reason.AZURE_ERROR
 
 
 def test_quota_is_not_a_conflict() -> None:
@@ -135,3 +188,24 @@ def test_observation_from_rest_reads_status_facts_and_provisioning_failures() ->
     assert "no capacity" in got.provisioning_failure.message
     listed = observation_from_rest({"id": vm["id"], "properties": {"instanceView": {"statuses": []}}}, now=now, source="list")
     assert listed.tags is None and listed.power_state is PowerState.UNKNOWN and listed.facts.size is None
+    assert (got.facts.priority, got.facts.hibernation_enabled) == (None, False)  # neither given: Regular, no hibernation
+    assert (listed.facts.priority, listed.facts.hibernation_enabled) == (None, None)  # unknown from a list page
+
+
+def test_observation_from_rest_reads_hibernation_and_spot() -> None:
+    import datetime as dt
+
+    from controller.azure_compute import observation_from_rest
+    from controller.power import PowerState
+
+    now = dt.datetime(2026, 11, 25, tzinfo=dt.timezone.utc)
+    statuses = [{"code": "ProvisioningState/succeeded"}, {"code": "PowerState/deallocated"},
+                {"code": "HibernationState/Hibernated"}]
+    vm = {"id": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/gpu-1", "name": "gpu-1",
+          "properties": {"additionalCapabilities": {"hibernationEnabled": True}, "instanceView": {"statuses": statuses}}}
+    got = observation_from_rest(vm, now=now, source="get")
+    assert got.power_state is PowerState.HIBERNATED and got.facts.hibernation_enabled is True
+    spot = {"id": vm["id"], "properties": {"priority": "Spot", "evictionPolicy": "Deallocate",
+                                           "additionalCapabilities": {"hibernationEnabled": False}}}
+    got = observation_from_rest(spot, now=now, source="get")
+    assert (got.facts.priority, got.facts.hibernation_enabled, got.power_state) == ("Spot", False, PowerState.UNKNOWN)

@@ -46,11 +46,27 @@ def test_failed_provisioning_keeps_the_error_code() -> None:
 
 def test_hibernation_status() -> None:
     parsed = parse_statuses(["PowerState/deallocated", "HibernationState/Hibernated"])
-    assert parsed.hibernated and parsed.power_state is PowerState.DEALLOCATED
+    assert parsed.hibernated and parsed.power_state is PowerState.HIBERNATED
+    # in any order, any case; a hibernation status without a deallocated power state changes nothing
+    assert parse_statuses(["hibernationstate/HIBERNATED", "PowerState/deallocated"]).power_state is PowerState.HIBERNATED
+    assert parse_statuses(["PowerState/starting", "HibernationState/Hibernated"]).power_state is PowerState.STARTING
+    assert parse_statuses(["PowerState/deallocated", "HibernationState/Resumed"]).power_state is PowerState.DEALLOCATED
+
+
+def test_hibernated_is_settled_free_and_counts_as_deallocated() -> None:
+    hibernated = PowerState.HIBERNATED
+    assert hibernated.settled and not hibernated.billed and not hibernated.transitional
+    assert hibernated.reaches(PowerState.DEALLOCATED) and hibernated.reaches(PowerState.HIBERNATED)
+    assert not hibernated.reaches(PowerState.RUNNING)
+    assert not PowerState.DEALLOCATED.reaches(PowerState.HIBERNATED)  # hibernating was asked for, not done
+    assert all(state.reaches(state) for state in PowerState)
+    assert not PowerState.STOPPED.reaches(PowerState.DEALLOCATED)
 
 
 def test_state_properties() -> None:
-    assert {s for s in PowerState if s.settled} == {PowerState.RUNNING, PowerState.STOPPED, PowerState.DEALLOCATED}
+    assert {s for s in PowerState if s.settled} == {
+        PowerState.RUNNING, PowerState.STOPPED, PowerState.DEALLOCATED, PowerState.HIBERNATED,
+    }
     assert {s for s in PowerState if s.transitional} == {PowerState.STARTING, PowerState.STOPPING, PowerState.DEALLOCATING}
     assert PowerState.STOPPED.billed and not PowerState.DEALLOCATED.billed and not PowerState.DEALLOCATING.billed
     assert {s for s in ProvisioningState if s.busy} == {

@@ -480,7 +480,7 @@ class Fleet:
         if state.in_flight is not None:
             # Only a page requested after Azure accepted the operation can tell that it ended.
             fresh = state.accepted_at is not None and obs.observed_at >= state.accepted_at
-            if fresh and obs.power_state is state.in_flight.target and obs.provisioning_state is ProvisioningState.SUCCEEDED:
+            if fresh and obs.power_state.reaches(state.in_flight.target) and obs.provisioning_state is ProvisioningState.SUCCEEDED:
                 if state.reached is not None:
                     state.reached.set()
             return

@@ -208,6 +208,11 @@ class Azure:
     def requests(self) -> list[Any]:
         return self.call(self.sim.request_log)
 
+    def unobserved(self) -> list[Any]:
+        """Per operation the operator asked for: how long it went without a read that could tell
+        its state (the starvation guard; testbed.azuresim.recording.unobserved)."""
+        return self.call(self.sim.unobserved)
+
     def fault(self, spec: str) -> int:
         return self.call(lambda: self.sim.add_fault(spec))
 

@@ -182,3 +182,34 @@ def test_a_cold_start_reaches_every_settled_gpuvm_with_bulk_reads_and_writes_onl
     assert metrics.get('gpuvm_status_writes_total{cause="repair"}', 0) == 0
     assert metrics.get('gpuvm_status_writes_total{cause="change"}', 0) >= 1
     assert azure.power_requests("vm-6", "deallocate")
+
+
+def test_no_operation_goes_unobserved_longer_than_its_budget_allows(tmp_path) -> None:
+    """The starvation guard (issue 15): 40 starts run while 200 more GpuVms appear and compete for
+    the same read budget. With polls at P per second shared by N operations polled every I
+    seconds, each operation is looked at least every I + N / P seconds; a walk (every busy
+    interval) may look sooner. Bound here: I 0.5 s + 40 / 5 s + 2 s slack for a loaded machine
+    = 10.5 s. Before the read lanes, the new GpuVms' GETs pre-charged the read bucket and
+    operations went unobserved for minutes."""
+    flips = [SimVm(subscription_id=SUB, resource_group=RG, name=f"flip-{i:02d}", tags=MANAGED, timings={"start": 2.0})
+             for i in range(40)]
+    crowd = [SimVm(subscription_id=SUB, resource_group=RG, name=f"crowd-{i:03d}", tags=MANAGED) for i in range(200)]
+    config = SimulatorConfig(timings=FAST, retry_after=0.05)
+    budget = ("--azure-budget", "read=30/15", "--azure-budget", "poll=5/5", "--azure-budget", "list=5/2")
+    with Sandbox(crds=CRDS, simulator=config, vms=flips + crowd, workdir=tmp_path, namespace=NS) as world:
+        assert world.cluster is not None and world.azure is not None
+        world.start_operator(world.operator_flags(subscription=SUB, timing=("--operation-poll", "0.5", *budget)))
+        for vm in flips:
+            world.cluster.create(vm.name, {"vm": {"resourceGroup": RG, "name": vm.name}, "desiredState": "Deallocated"})
+        wait_for(lambda: sum(1 for o in world.cluster.all_objects() if settled(o)) == 40, 40, interval=0.1, what="flips settled")
+        for vm in flips:
+            world.cluster.patch_spec(vm.name, {"desiredState": "Running"})
+        for vm in crowd:
+            world.cluster.create(vm.name, {"vm": {"resourceGroup": RG, "name": vm.name}, "desiredState": "Deallocated"})
+        wait_for(lambda: sum(1 for o in world.cluster.all_objects() if settled(o)) == 240, 90, interval=0.2,
+                 what="every GpuVm settled")
+        guard = [u for u in world.azure.unobserved() if u.action == "start"]
+        assert len(guard) == 40
+        worst = max(guard, key=lambda u: u.longest)
+        assert worst.longest <= 10.5, f"{worst.vm}'s start went {worst.longest:.1f} s without a telling read"
+        assert all(u.seen_ended_after is not None for u in guard)

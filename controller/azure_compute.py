@@ -42,7 +42,7 @@ from azure.mgmt.resource.resources.aio import ResourceManagementClient
 from controller.credentials import CredentialMode, diagnose
 from controller.gpuvm import VmRef
 from controller.metrics import Metrics, operation_name
-from controller.pacing import Kind, PacingSettings, SubscriptionPacer
+from controller.pacing import Kind, PacingSettings, SubscriptionPacer, current_reading
 from controller.power import (
     Action,
     Observation,
@@ -332,6 +332,8 @@ class _BudgetPolicy(AsyncHTTPPolicy):
             raise
         status = response.http_response.status_code
         self._adapter.count(operation, str(status))
+        if kind in (Kind.READ, Kind.LIST, Kind.POLL):
+            self._adapter.count_read(current_reading(kind)[1])
         if status == 429 and pacer is not None:
             pacer.throttled(kind or Kind.WRITE, _retry_after(response.http_response.headers))
         return response
@@ -360,6 +362,24 @@ COMPUTE_API_VERSION = "2026-04-01"
 _MAX_PAGES = 10_000  # a walk is bounded: 10,000 pages are 10 million VMs at ARM's page size
 
 
+def vm_facts(vm: Mapping[str, Any], *, full: bool = True) -> VmFacts:
+    """What does not change with power, from a VM as ARM sends it. ``full``: the whole model (a
+    GET, a plain list page), not a statusOnly page, which lacks the size and capabilities."""
+    properties = vm.get("properties") or {}
+    capabilities = properties.get("additionalCapabilities")
+    hibernation = capabilities.get("hibernationEnabled") if isinstance(capabilities, Mapping) else None
+    return VmFacts(
+        resource_id=vm.get("id"),
+        name=vm.get("name"),
+        vm_id=properties.get("vmId"),
+        size=(properties.get("hardwareProfile") or {}).get("vmSize"),
+        location=vm.get("location"),
+        priority=properties.get("priority"),
+        # A VM created without the capability carries no additionalCapabilities at all.
+        hibernation_enabled=bool(hibernation) if full else None,
+    )
+
+
 def observation_from_rest(vm: Mapping[str, Any], *, now: dt.datetime, source: str) -> Observation:
     """Build an Observation from a VM as ARM sends it (GET with instanceView, or a list page item).
 
@@ -375,23 +395,11 @@ def observation_from_rest(vm: Mapping[str, Any], *, now: dt.datetime, source: st
         detail = next((s.get("message") or s.get("displayStatus") for s in statuses
                        if str(s.get("code") or "").lower().startswith("provisioningstate/failed")), "")
         failure = classify(status=None, code=parsed.provisioning_error, message=detail or parsed.provisioning_error)
-    capabilities = properties.get("additionalCapabilities")
-    hibernation = capabilities.get("hibernationEnabled") if isinstance(capabilities, Mapping) else None
-    facts = VmFacts(
-        resource_id=vm.get("id"),
-        name=vm.get("name"),
-        vm_id=properties.get("vmId"),
-        size=(properties.get("hardwareProfile") or {}).get("vmSize"),
-        location=vm.get("location"),
-        priority=properties.get("priority"),
-        # A GET of a VM created without the capability carries no additionalCapabilities at all.
-        hibernation_enabled=bool(hibernation) if source == "get" else None,
-    )
     return Observation(
         power_state=parsed.power_state,
         provisioning_state=parsed.provisioning_state,
         observed_at=now,
-        facts=facts,
+        facts=vm_facts(vm, full=source == "get"),
         tags=dict(vm.get("tags") or {}) if source == "get" else None,
         provisioning_failure=failure,
         source=source,
@@ -430,6 +438,10 @@ class AzureCompute:
     def count(self, operation: str, code: str) -> None:
         if self.metrics is not None:
             self.metrics.azure_requests.labels(operation, code).inc()
+
+    def count_read(self, purpose: str) -> None:
+        if self.metrics is not None:
+            self.metrics.azure_reads.labels(purpose).inc()
 
     def _shared_transport(self) -> AioHttpTransport:
         """One connection pool with one TLS context for every client and subscription.
@@ -530,16 +542,17 @@ class AzureCompute:
 
     async def list_observations(
         self, subscription_id: str, resource_group: str | None = None
-    ) -> AsyncIterator[tuple[str, Observation]]:
+    ) -> AsyncIterator[tuple[str, Observation, int]]:
         """Every VM of a subscription (or of one resource group, for identities that can only
-        read those) with its power state: one request per page thanks to statusOnly."""
+        read those) with its power state and the number of the page it came on (from 1): one
+        request per page thanks to statusOnly."""
         next_link: str | None = None
         try:
-            for _ in range(_MAX_PAGES):
+            for page in range(1, _MAX_PAGES + 1):
                 items, next_link = await self._vm_page(subscription_id, resource_group, next_link, status_only=True)
                 now = self._clock()
                 for item in items:
-                    yield str(item["id"]).lower(), observation_from_rest(item, now=now, source="list")
+                    yield str(item["id"]).lower(), observation_from_rest(item, now=now, source="list"), page
                 if next_link is None:
                     return
         except Exception as exc:  # noqa: BLE001
@@ -549,14 +562,15 @@ class AzureCompute:
 
     async def list_tags_page(
         self, subscription_id: str, resource_group: str | None, continuation: str | None
-    ) -> tuple[dict[str, dict[str, str]], str | None]:
-        """One page of the VMs of a subscription (or resource group) with their tags — statusOnly
-        pages lack them — and where the next page starts (None after the last)."""
+    ) -> tuple[dict[str, tuple[dict[str, str], VmFacts]], str | None]:
+        """One page of the VMs of a subscription (or resource group) with their tags and facts
+        (size, vmId, location) — statusOnly pages lack both — and where the next page starts
+        (None after the last)."""
         try:
             items, next_link = await self._vm_page(subscription_id, resource_group, continuation, status_only=False)
         except Exception as exc:  # noqa: BLE001
             raise self._fail(exc) from None
-        return {str(item["id"]).lower(): dict(item.get("tags") or {}) for item in items}, next_link
+        return {str(item["id"]).lower(): (dict(item.get("tags") or {}), vm_facts(item)) for item in items}, next_link
 
     async def begin(self, vm: VmRef, action: Action, *, hibernate: bool = False) -> Any:
         """Send the power operation; returns the poller once Azure accepted it (202).

@@ -130,6 +130,9 @@ def add_run_arguments(parser: argparse.ArgumentParser, env: Mapping[str, str] | 
                       help="kopf peering name for HA (several replicas, one active); default standalone")
     kube.add_argument("--priority", type=int, default=int(_env(env, "GPUVM_PRIORITY") or 0),
                       help="this replica's peering priority (the highest active one works)")
+    kube.add_argument("--resume-confirm", type=float, default=float(_env(env, "GPUVM_RESUME_CONFIRM_SECONDS") or 30),
+                      help="with --peering: seconds after this replica resumes before GpuVms not listed again are "
+                           "checked with a GET (deleted during the pause) (env GPUVM_RESUME_CONFIRM_SECONDS)")
     kube.add_argument("--selector", default=_env(env, "GPUVM_SELECTOR"),
                       help="only GpuVms with these labels, e.g. 'shard=a' or 'team=ml,gpu' (env GPUVM_SELECTOR): "
                            "several operators can share a cluster with disjoint selectors")
@@ -248,6 +251,7 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
             guard=GuardSettings(managed_tag=managed_tag, cluster_name=cluster_name),
             default_subscription=subscription.lower() if subscription else None,
             tag_walk=_check_positive("--tag-refresh-interval", args.tag_refresh_interval),
+            resume_confirm=_check_positive("--resume-confirm", args.resume_confirm),
         ),
         namespaces=namespaces,
         liveness=args.liveness,

@@ -187,7 +187,7 @@ def _resume(situation: Situation, timing: Timing, jitter: float) -> tuple[LastOp
         return last, failures
     if obs is None or obs.busy or not obs.power_state.settled:
         return last, failures
-    if obs.power_state is last.action.target:
+    if obs.power_state.reaches(last.action.target):
         return complete_operation(last, failure=None, start_failures=failures, now=situation.now, timing=timing, jitter=jitter)
     failure = obs.provisioning_failure or Failure(
         Reason.AZURE_ERROR,
@@ -251,7 +251,7 @@ def decide(situation: Situation, *, timing: Timing = Timing(), jitter: float = 0
         if toward:
             reason = Reason.STARTING if target is PowerState.RUNNING else Reason.DEALLOCATING
             message = f"VM is {power.value.lower()}; waiting for PowerState/{target.value.lower()}"
-        elif power is target:
+        elif power.reaches(target):
             reason = Reason.WAITING_FOR_TRANSITION
             message = (
                 f"VM is {target.value.lower()} as desired, but Azure reports provisioning "
@@ -271,7 +271,7 @@ def decide(situation: Situation, *, timing: Timing = Timing(), jitter: float = 0
             message = f"VM is {state}; will {_action_for(target).verb} when it settles"
         return Decision(reason, message, requeue_after=timing.transition_poll, **keep)
 
-    if power is target:
+    if power.reaches(target):
         return Decision(
             Reason.RECONCILED,
             f"VM is {target.value.lower()} as desired",

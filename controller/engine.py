@@ -1,39 +1,58 @@
 """The imperative shell around ``decide``: observe, decide, act, write status — per GpuVm.
 
-kopf gives every GpuVm a daemon (``drive``) that loops over ``step`` until the object goes away
-or the operator is paused by a higher-priority peer; watch events and the fleet's bulk walks
-only wake it. All state that must survive a restart is in ``status``; what lives here is only
-what cannot be persisted meaningfully: the pollers of operations this process started, the
-fleet's cache of observations (controller/fleet.py), and back-off clocks of failed requests.
+One scheduler (controller/scheduler.py) steps every GpuVm: watch events, bulk walks and finished
+operations wake a GpuVm; a step returns when it wants to be looked at again. A step never waits
+for Azure: observations come from the fleet's cache (controller/fleet.py), which reads on its own
+and wakes the GpuVm when a read lands; a power operation is requested by a task of its own that
+records how the request went and wakes the GpuVm. So a few workers keep thousands of GpuVms
+current, and a slow or throttled Azure delays only the GpuVms that wait for it.
+
+What is kept per GpuVm (``Tracked``) is only what reconciling needs: keys, the parsed spec, the
+records the operator keeps in status (``PreviousStatus``: last operation, start failures, the
+converged generation, the Ready condition) and fingerprints of the status — never whole bodies.
+All state that must survive a restart is in ``status``; what lives here besides is only what
+cannot be persisted meaningfully: operations this process follows, the fleet's observations,
+and back-off clocks of failed requests.
+
+Status is level-triggered too. The engine remembers a fingerprint of the status the API server
+last reported (watch events and its own write responses, ordered by resourceVersion) and of what
+it last wrote; whenever what it would write differs from what is stored — because its view
+changed, or because someone else rewrote the status — the next step writes the whole status
+again. A foreign status change wakes the GpuVm at once; the operator's own writes do not.
 
 Concurrency: one event loop, so fields are read and written without locks, but a step must not
-keep stale copies across an ``await`` — inputs to ``decide`` are gathered after the last one.
+keep stale copies across an ``await`` — inputs to ``decide`` are gathered after the last one,
+and records are updated before the status write is awaited.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import logging
 import random
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from controller import decide as core
 from controller.azure_compute import AzureCompute, AzureFailureError
 from controller.decide import Decision, RequestFailure, Situation, Timing
-from controller.fleet import Fleet, FleetSettings, VmState
+from controller.fleet import Fleet, FleetSettings, Look, VmState
 from controller.gpuvm import GROUP, KIND, VERSION, GpuVmSpec, SpecError, VmRef, parse_spec
 from controller.guard import GuardSettings, check, needs_claim, owner_of
+from controller.kube import KubeWriteError, Stored
 from controller.metrics import GpuVmSample, Metrics
 from controller.power import Action, Observation
 from controller.reasons import Failure, Reason
-from controller.status import PreviousStatus, merge_patch, read_status, render_status
+from controller.scheduler import Scheduler
+from controller.status import PreviousStatus, read_status, ready_condition, render_status
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], dt.datetime]
+Key = tuple[str, str]
 
 # A GpuVm in one of these states can never be acted on by deleting it harder: release it.
 _RELEASE_ON_DELETE = frozenset(
@@ -43,7 +62,9 @@ _QUIET_REASONS = frozenset({Reason.RECONCILED, Reason.STARTING, Reason.DEALLOCAT
 
 
 class StatusSink(Protocol):
-    async def patch_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None: ...
+    async def replace_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> Stored: ...
+
+    async def exists(self, namespace: str, name: str, uid: str) -> bool: ...
 
 
 EventEmitter = Callable[[Mapping[str, Any], str, str, str], None]
@@ -56,6 +77,10 @@ class EngineSettings:
     default_subscription: str | None = None
     tag_walk: float = 300.0  # the tags (the consent) are read in bulk this often
     busy_walk: float = 0.5  # bulk walk interval while operations are in flight (the list budget paces it)
+    workers: int = 32  # reconcile steps at once
+    # After a resume (HA), GpuVms that kopf's re-list has not announced again within this time
+    # are checked with a GET: one deleted while this replica was paused is never announced.
+    resume_confirm: float = 30.0
 
     @property
     def tag_refresh(self) -> float:
@@ -71,33 +96,49 @@ class EngineSettings:
         )
 
 
-@dataclass
+def fingerprint(status: Mapping[str, Any] | None) -> int:
+    """Equal for equal statuses, whatever their key order; cheap to keep for thousands."""
+    return hash(json.dumps(status or {}, sort_keys=True, separators=(",", ":"), default=str))
+
+
+def _resource_version(value: Any) -> int:
+    """resourceVersions are opaque strings; kube-apiserver's are etcd revisions. Comparing them
+    as numbers orders a watch event against a write response; anything else counts as newest."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 1 << 62
+
+
+@dataclass(slots=True, eq=False)
 class Tracked:
-    """One GpuVm as this process knows it."""
+    """One GpuVm as this process knows it: what reconciling needs, nothing more."""
 
     namespace: str
     name: str
     uid: str
     created: str
     generation: int
-    spec: Any
     deleting: bool
-    status: dict[str, Any]
     parsed: GpuVmSpec | SpecError
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    previous: PreviousStatus  # the records the operator keeps in status
+    reported: int  # fingerprint of the status the API server last reported
+    reported_rv: int
+    written: int | None = None  # fingerprint of the status this process last wrote …
+    written_as: int | None = None  # … and of that status as the server stored it
+    writing: bool = False
+    epoch: int = 0  # the active period in which kopf last announced it
     request_failure: RequestFailure | None = None
     last_reason: Reason | None = None
-    # An operation finished since status was last written: these records go out next.
-    completed: tuple[core.LastOperation, core.StartFailures | None] | None = None
-    active: bool = False  # a daemon drives it (not paused, not deleted)
     intent_since: float | None = None  # loop time a new generation was first seen, until Ready
+    woken: asyncio.Event | None = None  # only while the finalizer waits on it
 
     @property
     def vm(self) -> VmRef | None:
         return self.parsed.vm if isinstance(self.parsed, GpuVmSpec) else None
 
     @property
-    def key(self) -> tuple[str, str]:
+    def key(self) -> Key:
         return (self.namespace, self.name)
 
     @property
@@ -110,12 +151,17 @@ class Tracked:
         }
 
 
-# Returned by an operation request whose intent changed while it queued for its turn.
-_SUPERSEDED = Failure(Reason.WAITING_FOR_TRANSITION, "Superseded", "the desired state changed while the request waited")
-
-
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
+
+
+def _records(decision: Decision, conditions: tuple[Mapping[str, Any], ...]) -> PreviousStatus:
+    return PreviousStatus(
+        converged_generation=decision.converged_generation,
+        last_operation=decision.last_operation,
+        start_failures=decision.start_failures,
+        conditions=conditions,
+    )
 
 
 class Engine:
@@ -137,10 +183,17 @@ class Engine:
         self._clock = clock
         self._jitter = jitter
         self.metrics = metrics
-        self.tracked: dict[tuple[str, str], Tracked] = {}
-        self._by_vm: dict[str, set[tuple[str, str]]] = {}
-        self._followers: set[asyncio.Task[None]] = set()
-        self.fleet = Fleet(azure, settings.fleet, clock=clock, on_change=self._vm_changed, wanted=self._wanted)
+        self.tracked: dict[Key, Tracked] = {}
+        self._by_vm: dict[str, set[Key]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.scheduler: Scheduler[Key] = Scheduler(self._scheduled_step, concurrency=settings.workers)
+        self.scheduler.error_delay = settings.timing.error_retry
+        self.active = False
+        self.epoch = 0
+        self._holders = 0
+        self._stop: asyncio.Event | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self.fleet = Fleet(azure, settings.fleet, clock=clock, on_change=self._vm_changed, wanted=self._wanted, lookup=self._vm_ref)
 
     @property
     def vms(self) -> dict[str, VmState]:
@@ -149,48 +202,75 @@ class Engine:
     # ---- what kopf tells us -------------------------------------------------------------
 
     def seen(self, body: Mapping[str, Any]) -> Tracked:
-        """Record the latest body of a GpuVm; wake its daemon when the intent changed."""
-        meta = body.get("metadata", {})
-        key = (meta.get("namespace", ""), meta.get("name", ""))
-        generation = int(meta.get("generation") or 0)
+        """Record the latest body of a GpuVm; wake it when the intent changed, when it is new,
+        or when someone else changed its status."""
+        meta = body.get("metadata") or {}
+        key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+        generation = _int(meta.get("generation"))
         deleting = bool(meta.get("deletionTimestamp"))
+        status = body.get("status")
+        status = status if isinstance(status, Mapping) else {}
+        rv = _resource_version(meta.get("resourceVersion"))
         t = self.tracked.get(key)
         if t is not None and t.uid == meta.get("uid"):
+            t.epoch = self.epoch
             if generation != t.generation or deleting != t.deleting:
                 if generation != t.generation:
                     t.intent_since = asyncio.get_running_loop().time()
                 self._unindex(t)
-                t.generation, t.spec, t.deleting = generation, body.get("spec"), deleting
-                t.parsed = self._parse(t.spec)
+                t.generation, t.deleting = generation, deleting
+                t.parsed = self._parse(body.get("spec"))
                 t.request_failure = None  # a new intent deserves a fresh attempt
                 self._index(t)
-                t.wake.set()
+                self.wake(t.key)
+            self._reported(t, fingerprint(status), rv)
             return t
         if t is not None:
             self.gone(*key)
         t = Tracked(
             namespace=key[0],
             name=key[1],
-            uid=meta.get("uid", ""),
-            created=meta.get("creationTimestamp", ""),
+            uid=str(meta.get("uid") or ""),
+            created=str(meta.get("creationTimestamp") or ""),
             generation=generation,
-            spec=body.get("spec"),
             deleting=deleting,
-            status=dict(body.get("status") or {}),
             parsed=self._parse(body.get("spec")),
+            previous=read_status(status),  # a (re)started operator trusts the stored records
+            reported=fingerprint(status),
+            reported_rv=rv,
+            epoch=self.epoch,
             intent_since=asyncio.get_running_loop().time(),
         )
         self.tracked[key] = t
         self._index(t)
-        t.wake.set()
+        self.wake(key)
         return t
+
+    def _reported(self, t: Tracked, status_fingerprint: int, rv: int) -> None:
+        """The API server reported this status (a watch event or a write response)."""
+        if rv <= t.reported_rv:
+            return  # older than what we know: an event overtaken by our own write
+        t.reported, t.reported_rv = status_fingerprint, rv
+        if t.writing or t.written_as is None or status_fingerprint == t.written_as:
+            return
+        log.info("%s/%s: status was changed by someone else; repairing it", t.namespace, t.name)
+        self.wake(t.key)
 
     def gone(self, namespace: str, name: str) -> None:
         t = self.tracked.pop((namespace, name), None)
         if t is not None:
+            self.scheduler.forget(t.key)
             self._unindex(t)
             if t.vm is not None and t.vm.key not in self._by_vm:
                 self.fleet.drop(t.vm.key)
+            if t.woken is not None:
+                t.woken.set()
+
+    def wake(self, key: Key) -> None:
+        self.scheduler.wake(key)
+        t = self.tracked.get(key)
+        if t is not None and t.woken is not None:
+            t.woken.set()
 
     def _parse(self, spec: Any) -> GpuVmSpec | SpecError:
         return parse_spec(spec, default_subscription=self.settings.default_subscription)
@@ -208,27 +288,35 @@ class Engine:
         if not keys:
             self._by_vm.pop(vm.key, None)
         for other in keys:  # a duplicate may now be the one allowed to act
-            self.tracked[other].wake.set()
+            self.wake(other)
 
     def _vm_changed(self, key: str) -> None:
-        """The fleet saw a VM change: wake every GpuVm naming it."""
+        """The fleet saw a VM change (or a read of it land): wake every GpuVm naming it."""
         for k in self._by_vm.get(key, ()):
-            self.tracked[k].wake.set()
+            self.wake(k)
 
     def _wanted(self, subscription: str) -> set[str]:
-        """VMs of ``subscription`` that some actively driven GpuVm names."""
+        """VMs of ``subscription`` that GpuVms name, while this replica is the active one."""
+        if not self.active:
+            return set()
         prefix = f"/subscriptions/{subscription}/"
-        return {
-            key
-            for key, names in self._by_vm.items()
-            if key.startswith(prefix) and any(self.tracked[k].active for k in names)
-        }
+        return {key for key in self._by_vm if key.startswith(prefix)}
+
+    def _vm_ref(self, key: str) -> VmRef | None:
+        """The VM ``key`` as a GpuVm names it, while this replica is the active one."""
+        keys = self._by_vm.get(key) if self.active else None
+        if not keys:
+            return None
+        vm = self.tracked[next(iter(keys))].vm
+        return vm
 
     def samples(self) -> Iterator[GpuVmSample]:
         """Per-GpuVm power state and billed seconds, for the metrics collector."""
+        if not self.active:
+            return
         for t in list(self.tracked.values()):
             state = self.vms.get(t.vm.key) if t.vm else None
-            if state is None or state.observation is None or not t.active:
+            if state is None or state.observation is None:
                 continue
             facts = state.observation.facts
             yield GpuVmSample(
@@ -240,33 +328,75 @@ class Engine:
                 billed_seconds=state.billing.seconds(),
             )
 
-    # ---- the per-object loop ------------------------------------------------------------
+    # ---- running ------------------------------------------------------------------------
 
-    async def drive(self, body: Mapping[str, Any], stopped: Any) -> None:
-        """kopf daemon body: reconcile now, then whenever woken or due, until stopped."""
-        t = self.seen(body)
-        t.status = dict(body.get("status") or {})  # a (re)started daemon trusts the stored status
-        t.active = True
+    async def run(self, stopped: Any) -> None:
+        """Reconcile every GpuVm until ``stopped``: the whole time in a standalone operator,
+        while this replica is the active peer in an HA one (controller/operator.py).
+
+        Several callers may hold it at once (one per peering object of a namespaced operator):
+        the scheduler runs while any of them does.
+        """
+        self._holders += 1
+        if self._holders == 1:
+            self._stop = asyncio.Event()
+            self._runner = asyncio.create_task(self._run(self._stop), name="scheduler")
+        runner = self._runner
+        assert runner is not None and self._stop is not None
+        stop_waiter = asyncio.ensure_future(stopped.wait())
         try:
-            while not stopped:
-                t.wake.clear()
-                if t.vm is not None:
-                    self.fleet.ensure_walker(t.vm.subscription_id)
-                delay = await self.step_safely(t)
-                await _wait_any(t.wake, stopped, delay)
+            await asyncio.wait({stop_waiter, runner}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            t.active = False
+            stop_waiter.cancel()
+            self._holders -= 1
+            if self._holders == 0:
+                self._stop.set()
+                try:
+                    await asyncio.shield(runner)
+                except asyncio.CancelledError:
+                    runner.cancel()  # kopf gave up waiting: the running steps are cancelled
+                    raise
 
-    async def step_safely(self, t: Tracked) -> float | None:
+    async def _run(self, stop: asyncio.Event) -> None:
+        self.active = True
+        self.epoch += 1
+        for key in self.tracked:
+            self.scheduler.wake(key)  # resume from status, as a fresh daemon did
+        confirm = asyncio.create_task(self._confirm_after_resume(self.epoch), name="confirm GpuVms")
+        try:
+            await self.scheduler.run(stop)
+        finally:
+            self.active = False
+            confirm.cancel()
+
+    async def _confirm_after_resume(self, epoch: int) -> None:
+        """GpuVms kopf's re-list has not announced since the resume may have been deleted while
+        this replica was paused: ask the API server about each, and forget the gone ones."""
+        if epoch == 1:
+            return  # the first active period: everything known was announced in it
+        await asyncio.sleep(self.settings.resume_confirm)
+        for t in [t for t in self.tracked.values() if t.epoch < epoch]:
+            try:
+                exists = await self._status.exists(t.namespace, t.name, t.uid)
+            except KubeWriteError as e:
+                log.warning("%s/%s: could not check whether it still exists: %s", t.namespace, t.name, e)
+                continue
+            if not exists and self.tracked.get(t.key) is t:
+                log.info("%s/%s: deleted while this replica was paused; forgetting it", t.namespace, t.name)
+                self.gone(t.namespace, t.name)
+
+    async def _scheduled_step(self, key: Key) -> float | None:
+        t = self.tracked.get(key)
+        if t is None or t.deleting:
+            return None  # deletion is driven by the finalizer (``finalize``)
+        decision = await self._step_timed(t)
+        return None if decision is None else decision.requeue_after
+
+    async def _step_timed(self, t: Tracked) -> Decision | None:
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
-            return (await self.step(t)).requeue_after
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # noqa: BLE001 - a bug must not kill the daemon; it is logged, not shown
-            log.exception("Reconciling %s/%s failed unexpectedly; retrying", t.namespace, t.name)
-            return self.settings.timing.error_retry
+            return await self.step(t)
         finally:
             if self.metrics is not None:
                 self.metrics.reconcile.observe(loop.time() - started)
@@ -275,88 +405,92 @@ class Engine:
         """Drive a GpuVm being deleted until the VM is as deletionPolicy wants (True), or give up
         after ``patience`` seconds (False: kopf calls again later).
 
-        The daemon is already stopped at this point, so this loop is the only driver; waiting
-        here rather than failing the handler keeps kopf from logging each retry as an error.
+        The scheduler leaves deleting GpuVms to this loop; waiting here rather than failing the
+        handler keeps kopf from logging each retry as an error.
         """
         t = self.seen(body)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + patience
-        while True:
-            t.wake.clear()
-            decision = await self.step(t)
-            if decision.ready or decision.reason in _RELEASE_ON_DELETE:
-                if not decision.ready:
-                    self._emit(t.ref, "Warning", "ReleasedWithoutDeallocation", decision.message)
-                if t.vm is not None and decision.reason is not Reason.DUPLICATE_VM:
-                    await self._release(t, t.vm)
-                self.gone(t.namespace, t.name)
-                return True
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return False
-            delay = min(remaining, decision.requeue_after or self.settings.timing.transition_poll)
-            try:
-                await asyncio.wait_for(t.wake.wait(), timeout=delay)
-            except asyncio.TimeoutError:
-                pass
+        t.woken = asyncio.Event()
+        try:
+            while True:
+                t.woken.clear()
+                async with self.scheduler.exclusive(t.key):
+                    decision = await self._step_timed(t)
+                if self.tracked.get(t.key) is not t:
+                    return True  # forgotten meanwhile (its deletion completed elsewhere)
+                if decision is not None and (decision.ready or decision.reason in _RELEASE_ON_DELETE):
+                    if not decision.ready:
+                        self._emit(t.ref, "Warning", "ReleasedWithoutDeallocation", decision.message)
+                    if t.vm is not None and decision.reason is not Reason.DUPLICATE_VM:
+                        await self._release(t, t.vm)
+                    self.gone(t.namespace, t.name)
+                    return True
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return False
+                wait = decision.requeue_after if decision is not None and decision.requeue_after is not None else None
+                delay = min(remaining, wait or self.settings.timing.transition_poll)
+                try:
+                    await asyncio.wait_for(t.woken.wait(), timeout=delay)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            t.woken = None
 
-    async def step(self, t: Tracked) -> Decision:
+    # ---- one step -----------------------------------------------------------------------
+
+    async def step(self, t: Tracked) -> Decision | None:
+        """Observe, decide, act, write status. None: nothing known yet (a read or the first bulk
+        walk is under way and will wake the GpuVm)."""
         vm = t.vm
-        observed = await self._look(t, vm, need_fresh_tags=False)
-        decision, previous = self._decide(t, vm, *observed)
+        if vm is not None:
+            self.fleet.ensure_walker(vm.subscription_id)
+        look = self._look(t, vm, need_fresh_tags=False)
+        if look.pending:
+            return None
+        claim_failure = await self._claim(t, vm) if vm is not None and look.observation is not None and not t.deleting else None
+        decision = self._decide(t, vm, look, claim_failure)
         if decision.action is not None and vm is not None:
             # About to act: the consent must be recent, not whatever the last read said.
-            state = self.fleet.state(vm)
-            if state.tags_at is None or (self._clock() - state.tags_at).total_seconds() >= self.settings.tag_refresh:
-                observed = await self._look(t, vm, need_fresh_tags=True)
-                decision, previous = self._decide(t, vm, *observed)
+            fresh = self._look(t, vm, need_fresh_tags=True)
+            if fresh.pending:
+                return None  # the read of the tags wakes it
         if decision.action is not None and vm is not None:
-            decision = await self._act(t, vm, self.fleet.state(vm), decision, previous)
-        await self._write(t, decision, vm, observed[0], previous)
+            decision = self._act(t, vm, decision)
+        conditions = (ready_condition(decision, generation=t.generation, previous=t.previous.conditions, now=self._clock()),)
+        t.previous = _records(decision, conditions)
+        await self._write(t, decision, vm, look.observation)
         if decision.ready and t.intent_since is not None and not t.deleting:
             if self.metrics is not None:
                 self.metrics.intent_to_desired.observe(asyncio.get_running_loop().time() - t.intent_since)
             t.intent_since = None
         return decision
 
-    async def _look(
-        self, t: Tracked, vm: VmRef | None, *, need_fresh_tags: bool
-    ) -> tuple[Observation | None, Failure | None, Failure | None]:
-        """(observation, why there is none, why the claim failed)."""
+    def _look(self, t: Tracked, vm: VmRef | None, *, need_fresh_tags: bool) -> Look:
         if vm is None or self._duplicate_of(t, vm) is not None:
-            return None, None, None
-        observation, failure = await self.fleet.observe(vm, need_fresh_tags=need_fresh_tags)
-        claim_failure = await self._claim(t, vm) if observation is not None and not t.deleting else None
-        return observation, failure, claim_failure
+            return Look(None)
+        return self.fleet.observe(vm, need_fresh_tags=need_fresh_tags)
 
-    def _decide(
-        self,
-        t: Tracked,
-        vm: VmRef | None,
-        observation: Observation | None,
-        observation_failure: Failure | None,
-        claim_failure: Failure | None,
-    ) -> tuple[Decision, PreviousStatus]:
+    def _decide(self, t: Tracked, vm: VmRef | None, look: Look, claim_failure: Failure | None) -> Decision:
         """Gather the inputs (no awaiting from here: nothing changes under decide) and decide."""
-        previous = read_status(t.status)
-        if t.completed is not None:
-            previous = replace(previous, last_operation=t.completed[0], start_failures=t.completed[1])
         state = self.vms.get(vm.key) if vm else None
+        previous = t.previous
         situation = Situation(
             spec=t.parsed,
             generation=t.generation,
             now=self._clock(),
             deleting=t.deleting,
             converged_generation=previous.converged_generation,
-            observation=observation,
-            observation_failure=observation_failure,
+            observation=look.observation,
+            observation_failure=look.failure,
             refusal=claim_failure or self._refusal(t, vm, state),
             in_flight=state.in_flight if state else None,
             last_operation=previous.last_operation,
             start_failures=previous.start_failures,
             request_failure=t.request_failure,
         )
-        return core.decide(situation, timing=self.settings.timing, jitter=self._jitter()), previous
+        return core.decide(situation, timing=self.settings.timing, jitter=self._jitter())
 
     # ---- who may act --------------------------------------------------------------------
 
@@ -419,131 +553,115 @@ class Engine:
 
     # ---- acting -------------------------------------------------------------------------
 
-    async def _act(self, t: Tracked, vm: VmRef, state: VmState, decision: Decision, previous: PreviousStatus) -> Decision:
-        """Request the operation; the rest of it runs in a task of its own.
+    def _act(self, t: Tracked, vm: VmRef, decision: Decision) -> Decision:
+        """Start the operation in a task of its own and return at once.
 
-        The request and the follow-up live in an engine-owned task, shielded from the caller:
-        kopf cancels a daemon on deletion or shutdown, and a cancelled caller must not lose track
-        of an operation Azure may already have accepted (nor leave the VM marked busy forever).
+        The task waits for the subscription's write budget and its namespace's turn, sends the
+        request, and then follows the operation to its end; each outcome is recorded on the
+        GpuVm (``previous``, ``request_failure``) and wakes it. The task is engine-owned: a
+        paused or stopped scheduler must not lose track of an operation Azure may already have
+        accepted (nor leave the VM marked busy forever).
         """
         action = decision.action
         assert action is not None and decision.last_operation is not None
-        state.in_flight = action  # claimed before the first await: no second request can start
-        requested: asyncio.Future[Failure | None] = asyncio.get_running_loop().create_future()
-        generation = t.generation
-        task = asyncio.create_task(self._operate(t, vm, state, action, generation, requested), name=f"{action.verb} {vm.name}")
-        self._followers.add(task)
-        task.add_done_callback(self._followers.discard)
-        failure = await asyncio.shield(requested)
-        if failure is _SUPERSEDED:
-            return replace(decision, action=None, last_operation=previous.last_operation, requeue_after=0.0)
-        if failure is not None:
-            return self._request_failed(t, vm, decision, previous, failure)
-        t.request_failure = None
-        log.info("%s/%s: %s requested (%s) for %s", t.namespace, t.name, action.verb, decision.trigger.value, vm.resource_id)
-        self._emit(t.ref, "Normal", f"{action.value}Requested", f"{action.verb} requested ({decision.trigger.value}) for {vm.name}")
+        state = self.fleet.claim_operation(vm, action)  # before any await: no second request can start
+        self._spawn(self._operate(t, vm, state, action, decision.last_operation, t.previous), f"{action.verb} {vm.name}")
         return decision
 
+    def _spawn(self, coroutine: Any, name: str) -> None:
+        task = asyncio.create_task(coroutine, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _current(self, t: Tracked) -> Tracked | None:
+        """``t`` if it is still the GpuVm this process tracks under its name (not deleted, not
+        replaced by a new object of the same name)."""
+        return t if self.tracked.get(t.key) is t else None
+
     async def _operate(
-        self,
-        t: Tracked,
-        vm: VmRef,
-        state: VmState,
-        action: Action,
-        generation: int,
-        requested: asyncio.Future[Failure | None],
+        self, t: Tracked, vm: VmRef, state: VmState, action: Action, record: core.LastOperation, before: PreviousStatus
     ) -> None:
         pacer = self.azure.pacer(vm.subscription_id)
+        generation = t.generation
         try:
             await pacer.acquire_operation(t.namespace)  # fair turn, in-flight cap, write budget
         except BaseException:
-            state.in_flight = None
-            if not requested.done():
-                requested.cancel()
+            self.fleet.operation_abandoned(vm)
             raise
-        if t.generation != generation:
-            # The intent changed while this request queued: let the next step decide afresh.
+        if t.generation != generation or self._current(t) is None:
+            # The intent changed (or the GpuVm went) while the request queued: decide afresh.
             pacer.release()
-            state.in_flight = None
-            requested.set_result(_SUPERSEDED)
+            self.fleet.operation_abandoned(vm)
+            self._undo_record(t, record, before)
+            self.wake(t.key)
             return
         try:
             poller = await self.azure.begin(vm, action)
         except AzureFailureError as e:
             pacer.release()
-            state.in_flight = None
-            requested.set_result(e.failure)
+            self.fleet.operation_abandoned(vm)
+            self._request_failed(t, vm, action, record, before, e.failure)
+            self.wake(t.key)
             return
         except BaseException:
             pacer.release()
-            state.in_flight = None  # cancelled at shutdown: whether Azure got it is learned by observing
-            if not requested.done():
-                requested.cancel()
+            self.fleet.operation_abandoned(vm)  # cancelled at shutdown: whether Azure got it is learned by observing
             raise
         self.fleet.operation_accepted(vm, action)
-        requested.set_result(None)
+        t.request_failure = None
+        trigger = record.trigger.value
+        log.info("%s/%s: %s requested (%s) for %s", t.namespace, t.name, action.verb, trigger, vm.resource_id)
+        self._emit(t.ref, "Normal", f"{action.value}Requested", f"{action.verb} requested ({trigger}) for {vm.name}")
         try:
             await self._follow(t, vm, state, action, poller)
         finally:
             pacer.release()
 
+    def _undo_record(self, t: Tracked, record: core.LastOperation, before: PreviousStatus) -> None:
+        """The operation was never requested: the records go back to what they were."""
+        if self._current(t) is not None and t.previous.last_operation == record:
+            t.previous = replace(t.previous, last_operation=before.last_operation, start_failures=before.start_failures)
+
     def _request_failed(
-        self, t: Tracked, vm: VmRef, decision: Decision, previous: PreviousStatus, failure: Failure
-    ) -> Decision:
+        self, t: Tracked, vm: VmRef, action: Action, record: core.LastOperation, before: PreviousStatus, failure: Failure
+    ) -> None:
         now = self._clock()
-        action = decision.action
-        assert action is not None and decision.last_operation is not None
         # Whatever the answer, Azure may have changed (a dropped connection may even hide an
         # accepted request): the next step reads the VM again instead of trusting the cache.
         self.fleet.forget(vm.key)
+        log.warning("%s/%s: %s of %s refused: %s %s", t.namespace, t.name, action.verb, vm.name, failure.code, failure.message)
+        if self._current(t) is None:
+            return
         if failure.reason is Reason.WAITING_FOR_TRANSITION:
             # 409: Azure is busy with something we did not see. Not a failure of ours: look again.
+            self._undo_record(t, record, before)
             t.request_failure = RequestFailure(failure, now)
-            return replace(
-                decision,
-                action=None,
-                reason=failure.reason,
-                message=failure.message,
-                last_operation=previous.last_operation,
-                requeue_after=core.retry_delay(failure, timing=self.settings.timing),
-            )
+            return
+        self._emit(t.ref, "Warning", f"{action.value}Failed", f"{failure.code}: {failure.message}")
         last, failures = core.complete_operation(
-            decision.last_operation,
-            failure=failure,
-            start_failures=previous.start_failures,
-            now=now,
-            timing=self.settings.timing,
-            jitter=self._jitter(),
+            record, failure=failure, start_failures=before.start_failures, now=now,
+            timing=self.settings.timing, jitter=self._jitter(),
         )
-        if failures is not None and failures is not previous.start_failures:
+        if failures is not None and failures is not before.start_failures:
             if self.metrics is not None:
                 self.metrics.capacity_failures.labels(failure.code).inc()
-            message = f"{failure.message}; next retry at {failures.next_retry_at:%Y-%m-%dT%H:%M:%SZ}"
-            requeue = max(0.0, (failures.next_retry_at - now).total_seconds())
         else:
             t.request_failure = RequestFailure(failure, now)
-            message = failure.message
-            requeue = core.retry_delay(failure, timing=self.settings.timing)
-        log.warning("%s/%s: %s of %s refused: %s %s", t.namespace, t.name, action.verb, vm.name, failure.code, failure.message)
-        self._emit(t.ref, "Warning", f"{action.value}Failed", f"{failure.code}: {failure.message}")
-        return replace(
-            decision,
-            action=None,
-            reason=failure.reason,
-            message=message,
-            last_operation=last,
-            start_failures=failures,
-            requeue_after=requeue,
-        )
+        if t.previous.last_operation == record:
+            t.previous = replace(t.previous, last_operation=last, start_failures=failures)
 
     async def _finish(self, vm: VmRef, state: VmState, action: Action, poller: Any) -> Failure | None:
         """The operation's end: its own result, or a bulk walk that saw its target first."""
         result = asyncio.ensure_future(self.azure.finish(poller, vm, action))
-        reached = asyncio.ensure_future(state.reached.wait())
+        waiters = {result}
+        reached = asyncio.ensure_future(state.reached.wait()) if state.reached is not None else None
+        if reached is not None:
+            waiters.add(reached)
         try:
-            await asyncio.wait({result, reached}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            reached.cancel()
+            if reached is not None:
+                reached.cancel()
             if not result.done():
                 result.cancel()  # the walk saw it done; stop polling
         if not result.done() or result.cancelled():
@@ -575,20 +693,6 @@ class Engine:
             if failure is not None and failure.reason in core.CAPACITY_REASONS:
                 metrics.capacity_failures.labels(failure.code).inc()
         now = self._clock()
-        current = self.tracked.get(t.key)
-        if current is None or current.uid != t.uid:
-            return  # the GpuVm is gone; the VM state is cached for whoever names it next
-        previous = read_status(current.status)
-        if current.completed is None and previous.last_operation is not None:
-            if previous.last_operation.result is core.Result.IN_PROGRESS:
-                current.completed = core.complete_operation(
-                    previous.last_operation,
-                    failure=failure,
-                    start_failures=previous.start_failures,
-                    now=now,
-                    timing=self.settings.timing,
-                    jitter=self._jitter(),
-                )
         seconds = int((now - clock_started).total_seconds())
         if failure is None:
             log.info("%s/%s: %s of %s succeeded after %ss", t.namespace, t.name, action.verb, vm.name, seconds)
@@ -596,54 +700,76 @@ class Engine:
         else:
             log.warning("%s/%s: %s of %s failed: %s", t.namespace, t.name, action.verb, vm.name, failure.code)
             self._emit(t.ref, "Warning", f"{action.value}Failed", f"{failure.code}: {failure.message}")
-            if failure.reason not in core.CAPACITY_REASONS:
-                current.request_failure = RequestFailure(failure, now)
-        current.wake.set()
+        current = self._current(t)
+        if current is None:
+            # The GpuVm is gone (the VM state is cached for whoever names it next); if another
+            # GpuVm took its name meanwhile, it sees the VM's state at its next step.
+            self._vm_changed(vm.key)
+            return
+        last = current.previous.last_operation
+        if last is not None and last.result is core.Result.IN_PROGRESS and last.action is action:
+            done, failures = core.complete_operation(
+                last, failure=failure, start_failures=current.previous.start_failures, now=now,
+                timing=self.settings.timing, jitter=self._jitter(),
+            )
+            current.previous = replace(current.previous, last_operation=done, start_failures=failures)
+        if failure is not None and failure.reason not in core.CAPACITY_REASONS:
+            current.request_failure = RequestFailure(failure, now)
+        self._vm_changed(vm.key)
 
     # ---- status -------------------------------------------------------------------------
 
-    async def _write(
-        self, t: Tracked, decision: Decision, vm: VmRef | None, observation: Observation | None, previous: PreviousStatus
-    ) -> None:
+    async def _write(self, t: Tracked, decision: Decision, vm: VmRef | None, observation: Observation | None) -> None:
         now = self._clock()
-        new = render_status(decision, generation=t.generation, vm=vm, observation=observation, previous=previous, now=now)
+        new = render_status(decision, generation=t.generation, vm=vm, observation=observation, previous=t.previous, now=now)
         if decision.reason is not t.last_reason:
             if t.last_reason is not None and decision.reason not in _QUIET_REASONS and decision.reason is not Reason.DRIFTED:
                 self._emit(t.ref, "Warning", decision.reason.value, decision.message)
             elif decision.reason is Reason.DRIFTED:
                 self._emit(t.ref, "Warning", "Drifted", decision.message)
             t.last_reason = decision.reason
-        patch = merge_patch(t.status, new)
-        if not patch:
-            t.completed = None
+        wanted = fingerprint(new)
+        if t.written is None and wanted == t.reported:
+            t.written = t.written_as = wanted  # a restart: what is stored is already right
             return
+        if wanted == t.written and t.reported == t.written_as:
+            return
+        cause = "change" if wanted != t.written else "repair"
+        t.writing = True
         try:
-            await self._status.patch_status(t.namespace, t.name, patch)
-        except Exception as e:  # noqa: BLE001 - the next step retries the same diff
+            stored = await self._status.replace_status(t.namespace, t.name, new)
+        except KubeWriteError as e:
+            if e.status == 404 and self._current(t) is not None:
+                log.info("%s/%s: gone from the API server; forgetting it", t.namespace, t.name)
+                self.gone(t.namespace, t.name)
+                return
             log.warning("%s/%s: writing status failed: %s", t.namespace, t.name, e)
+            self.scheduler.after(t.key, self.settings.timing.error_retry)  # the next step retries the same write
             return
-        t.status = new
-        t.completed = None
+        finally:
+            t.writing = False
+        if self.metrics is not None:
+            self.metrics.status_writes.labels(cause).inc()
+        t.written, t.written_as = wanted, fingerprint(stored.status)
+        rv = _resource_version(stored.resource_version)
+        if rv >= t.reported_rv:
+            t.reported, t.reported_rv = t.written_as, rv
+        elif t.reported != t.written_as:
+            self.wake(t.key)  # a newer foreign write landed while ours was on its way
 
     async def close(self) -> None:
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
         await self.fleet.close()
-        for task in list(self._followers):
+        for task in list(self._tasks):
             task.cancel()
-        if self._followers:
-            await asyncio.gather(*self._followers, return_exceptions=True)
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-async def _wait_any(event: asyncio.Event, stopped: Any, timeout: float | None) -> None:
-    """Sleep until woken, stopped, or ``timeout`` seconds pass."""
-    waiters = [asyncio.ensure_future(event.wait()), asyncio.ensure_future(_stopped(stopped))]
+def _int(value: Any) -> int:
     try:
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-
-
-async def _stopped(stopped: Any) -> None:
-    await stopped.wait()
-
-
+        return int(value)
+    except (TypeError, ValueError):
+        return 0

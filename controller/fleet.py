@@ -4,13 +4,20 @@ Azure allows each VM 12 instance-view reads a minute and each subscription a few
 calls, so polling every VM does not scale. Settled VMs are observed in bulk: one
 ``list_all(statusOnly=true)`` walk per subscription per interval (per resource group when the
 identity may only read those) answers for every VM at once. statusOnly pages carry no tags, so
-the tags (the consent) come from a plain ``list_all`` read one page per interval, a cycle every
-``tag_walk`` seconds. A VM gets a read of its own only when it is new, in a transition this
-operator did not start, missing from the pages, or about to be acted on with tags older than the
-engine allows. Completion of an operation the
-operator started comes from the operation itself; while operations are in flight the walk runs
-every ``busy_walk`` seconds, and a walk that shows the target state ends the wait early — at
-scale, one page per second is far cheaper than a status poll per operation.
+the tags (the consent) come from plain list pages: the whole cycle once when a subscription is
+first seen, then one page per interval, a cycle every ``tag_walk`` seconds.
+
+Reads never block a reconcile step: ``observe`` answers from what is known and, when that is not
+enough, asks for a read that runs on its own and wakes the GpuVms naming the VM when it lands.
+A VM gets a read of its own only when the bulk pages cannot tell: it is new after the
+subscription's first walk and tag cycle, missing from a walk's pages, in a transition this
+operator did not start, or about to be acted on with tags older than the engine allows. Until
+the first walk and tag cycle of a subscription are done, its VMs wait for them (a cold start
+with 10,000 GpuVms costs two page walks, not 10,000 GETs).
+
+Completion of an operation the operator started comes from the operation's own status polls and,
+while operations are in flight and a walk is cheaper than polling them all, from walks every
+``busy_walk`` seconds: a walk that shows the target state ends the wait early.
 """
 
 from __future__ import annotations
@@ -19,15 +26,24 @@ import asyncio
 import datetime as dt
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 from controller.azure_compute import AzureCompute, AzureFailureError
 from controller.gpuvm import VmRef
 from controller.metrics import BillingClock
+from controller.pacing import Lane, reading
 from controller.power import Action, Observation, ProvisioningState, VmFacts
 from controller.reasons import Failure, Reason
 
 log = logging.getLogger(__name__)
+
+# Failures of a walk that say the same about every VM of the subscription: no point reading the
+# VMs one by one to learn it again (no token, Azure unreachable, throttled).
+SUBSCRIPTION_WIDE = frozenset({Reason.AUTHENTICATION_FAILED, Reason.AZURE_ERROR, Reason.THROTTLED})
+
+# A busy walk (all pages of the subscription) is worth it while it costs at most this share of
+# what one status poll per operation in flight would (a walk ends them all at once).
+BUSY_WALK_COST_SHARE = 0.25
 
 
 @dataclass(frozen=True)
@@ -38,36 +54,65 @@ class FleetSettings:
     tag_refresh: float = 900.0  # tags older than this are re-read before a power operation
     tag_walk: float = 300.0  # a new cycle of tags pages starts this long after the last ended
     min_read_interval: float = 5.0  # Azure: 12 reads per minute per VM
+    reads_at_once: int = 16  # own reads of single VMs in flight per subscription
 
 
-@dataclass
+@dataclass(frozen=True)
+class Look:
+    """What ``observe`` could tell now. ``pending``: nothing usable yet; a read or the first
+    bulk walk is under way and will wake the GpuVm."""
+
+    observation: Observation | None
+    failure: Failure | None = None
+    pending: bool = False
+
+
+@dataclass(slots=True, eq=False)
 class VmState:
     """One Azure VM, shared by every GpuVm naming it."""
 
     ref: VmRef
+    registered: float  # loop time it was first named
     observation: Observation | None = None
     tags: Mapping[str, str] | None = None
     tags_at: dt.datetime | None = None
     in_flight: Action | None = None
-    reached: asyncio.Event = field(default_factory=asyncio.Event)  # a walk saw the operation's target
+    reached: asyncio.Event | None = None  # a walk saw the operation's target (only while one is followed)
     accepted_at: dt.datetime | None = None  # when Azure accepted the operation in flight
     missing: bool = False  # absent from the last walk's pages
     last_read: float = float("-inf")  # loop time of our last own read
-    last_failure: Failure | None = None  # of that read, shown until the next one may go out
+    reading: bool = False  # an own read is queued or running
+    last_failure: Failure | None = None  # of that read, shown until the next one succeeds
     billing: BillingClock = field(default_factory=BillingClock)
 
 
+@dataclass(slots=True)
+class _Subscription:
+    """Bulk-walk bookkeeping of one subscription."""
+
+    walker: asyncio.Task[None] | None = None
+    busy: asyncio.Event = field(default_factory=asyncio.Event)
+    reads: asyncio.Semaphore | None = None
+    per_group: bool = False
+    walk_started: float = float("-inf")  # loop time the last completed walk started
+    in_flight: int = 0  # operations of ours in flight on its VMs
+    pages: int = 1  # pages the last walk read
+    synced: bool = False  # the first walk and tag cycle are done (or failed: then VMs read alone)
+    failure: Failure | None = None  # why the last walk failed, when that holds for every VM of it
+    new_reads: int = 0  # GETs of VMs new to this process since the last round
+    newcomers: set[str] = field(default_factory=set)  # VMs waiting for the next round
+    round_wanted: bool = False  # a walk and a whole tag cycle as soon as possible
+    tag_index: int = 0  # resource group being read (per-group walks)
+    tag_continuation: str | None = None
+    tags_not_before: float = 0.0
+
+
 def _merged(old: VmFacts, new: VmFacts | None) -> VmFacts:
-    """Facts a source lacks (statusOnly pages carry no size) keep their last known value."""
+    """Facts a source lacks (statusOnly pages carry no size or priority) keep their last known value."""
     if new is None:
         return old
-    return VmFacts(
-        resource_id=new.resource_id or old.resource_id,
-        name=new.name or old.name,
-        vm_id=new.vm_id or old.vm_id,
-        size=new.size or old.size,
-        location=new.location or old.location,
-    )
+    return VmFacts(**{f.name: v if (v := getattr(new, f.name)) is not None and v != "" else getattr(old, f.name)
+                      for f in fields(VmFacts)})
 
 
 class Fleet:
@@ -79,59 +124,115 @@ class Fleet:
         clock: Callable[[], dt.datetime],
         on_change: Callable[[str], None],
         wanted: Callable[[str], set[str]],
+        lookup: Callable[[str], VmRef | None],
     ) -> None:
-        """``on_change(key)`` is told when a VM's observed state changed; ``wanted(subscription)``
-        names the VMs that GpuVms being driven care about (an empty set ends the walk)."""
+        """``on_change(key)`` is told when a VM's observed state changed or a read of it
+        ended; ``wanted(subscription)`` names the VMs that GpuVms being driven care about (an
+        empty set ends the walk); ``lookup(key)`` tells whether one VM is among them now."""
         self.azure = azure
         self.settings = settings
         self._clock = clock
         self._on_change = on_change
         self._wanted = wanted
+        self._lookup = lookup
         self.vms: dict[str, VmState] = {}
-        self._walkers: dict[str, asyncio.Task[None]] = {}
-        self._busy: dict[str, asyncio.Event] = {}
-        # subscription -> (index of the resource group being read, its next page, not before when)
-        self._tag_pages: dict[str, tuple[int, str | None, float]] = {}
+        self._subs: dict[str, _Subscription] = {}
+        self._reads: set[asyncio.Task[None]] = set()
         self.walks = 0
 
     def state(self, vm: VmRef) -> VmState:
         state = self.vms.get(vm.key)
         if state is None:
-            state = self.vms[vm.key] = VmState(ref=vm)
+            state = self.vms[vm.key] = VmState(ref=vm, registered=asyncio.get_running_loop().time())
         return state
+
+    def _sub(self, subscription: str) -> _Subscription:
+        sub = self._subs.get(subscription)
+        if sub is None:
+            sub = self._subs[subscription] = _Subscription()
+        return sub
 
     # ---- one VM ------------------------------------------------------------------------
 
-    async def observe(self, vm: VmRef, *, need_fresh_tags: bool = False) -> tuple[Observation | None, Failure | None]:
-        """The freshest affordable observation of ``vm``: the cache, or one read of its own."""
+    def observe(self, vm: VmRef, *, need_fresh_tags: bool = False) -> Look:
+        """The freshest affordable knowledge of ``vm`` now; asks for a read where it is not enough."""
         state = self.state(vm)
         s = self.settings
         obs = state.observation
         if state.in_flight is not None and obs is not None and not need_fresh_tags:
-            return obs, None
-        now = self._clock()
-        loop_now = asyncio.get_running_loop().time()
-        if obs is None or state.tags is None or state.missing:
-            due = True
-        elif need_fresh_tags:
-            due = state.tags_at is None or (now - state.tags_at).total_seconds() >= s.tag_refresh
-        elif obs.busy or not obs.power_state.settled:
-            due = (now - obs.observed_at).total_seconds() >= s.transition_poll
-        else:
-            due = (now - obs.observed_at).total_seconds() >= 3 * s.resync  # the walk fell behind
-        if not due or loop_now - state.last_read < s.min_read_interval:
+            return Look(obs)
+        sub = self._sub(vm.subscription_id)
+        if obs is None or state.tags is None:
+            if not sub.synced and state.last_failure is None:
+                return Look(None, pending=True)  # the subscription's first walk and tag cycle will tell
+            if obs is None and sub.failure is not None:
+                return Look(None, sub.failure)  # the next walk retries it for every VM at once
+            if vm.key in sub.newcomers:
+                return Look(None, pending=True)
+            if state.last_failure is None and not state.reading and sub.new_reads >= 2 * sub.pages:
+                # Many VMs new at once (GpuVms created in bulk): one walk and one tag cycle tell
+                # all of them for what their GETs would cost.
+                sub.newcomers.add(vm.key)
+                sub.round_wanted = True
+                sub.busy.set()
+                return Look(None, pending=True)
+            if not state.reading:
+                sub.new_reads += 1
+            self._read(state, "new" if obs is None else "tags")
             if obs is None or state.last_failure is not None:
-                return None, state.last_failure or Failure(Reason.AZURE_ERROR, "NotObserved", "the VM has not been observed yet")
-            return obs, None
-        state.last_read = loop_now
+                return Look(None, state.last_failure, pending=state.last_failure is None)
+            return Look(obs, pending=True)
+        now = self._clock()
+        if state.missing:
+            self._read(state, "missing")  # deleted, or invisible to this identity: its own read tells
+            return Look(None, state.last_failure) if state.last_failure is not None else Look(obs)
+        if need_fresh_tags:
+            if state.tags_at is None or (now - state.tags_at).total_seconds() >= s.tag_refresh:
+                self._read(state, "fresh-tags")
+                return Look(obs, pending=True)
+        elif obs.busy or not obs.power_state.settled:
+            if (now - obs.observed_at).total_seconds() >= s.transition_poll:
+                self._read(state, "transition", lane_=Lane.BACKGROUND)
+        elif (now - obs.observed_at).total_seconds() >= 3 * s.resync:
+            self._read(state, "stale", lane_=Lane.BACKGROUND)  # the walk fell behind
+        return Look(obs)
+
+    def _read(self, state: VmState, purpose: str, *, lane_: Lane = Lane.REACTION) -> None:
+        """One GET of the VM, on its own: at most one at a time per VM and no more often than
+        Azure's per-VM budget allows; the GpuVms naming it are woken when it lands."""
+        if state.reading:
+            return
+        state.reading = True
+        task = asyncio.create_task(self._read_one(state, purpose, lane_), name=f"read {state.ref.name}")
+        self._reads.add(task)
+        task.add_done_callback(self._reads.discard)
+
+    async def _read_one(self, state: VmState, purpose: str, lane_: Lane) -> None:
+        loop = asyncio.get_running_loop()
+        vm = state.ref
+        sub = self._sub(vm.subscription_id)
+        if sub.reads is None:
+            sub.reads = asyncio.Semaphore(self.settings.reads_at_once)
+        before = state.last_failure
         try:
-            got = await self.azure.observe(vm)
+            wait = state.last_read + self.settings.min_read_interval - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            async with sub.reads:
+                state.last_read = loop.time()
+                with reading(lane_, f"get:{purpose}"):
+                    got = await self.azure.observe(vm)
         except AzureFailureError as e:
             state.last_failure = e.failure
-            return None, e.failure
-        state.missing = False
-        self.remember(vm.key, got)
-        return state.observation, None
+            news = e.failure != before  # the same refusal again: the GpuVm already shows it
+        else:
+            state.missing = False
+            self.remember(vm.key, got)
+            news = True  # whoever asked for the read is waiting for it
+        finally:
+            state.reading = False
+        if news and self.vms.get(vm.key) is state:
+            self._on_change(vm.key)
 
     def remember(self, key: str, obs: Observation) -> bool:
         """Keep the newest observation (facts and tags survive sources without them); True if
@@ -170,122 +271,225 @@ class Fleet:
 
     # ---- operations ----------------------------------------------------------------------
 
+    def claim_operation(self, vm: VmRef, action: Action) -> VmState:
+        """Mark an operation of ours as started on ``vm`` (before the request goes out: no second
+        one can start meanwhile)."""
+        state = self.state(vm)
+        assert state.in_flight is None, f"{vm.name}: a second operation while {state.in_flight} is in flight"
+        state.in_flight = action
+        self._sub(vm.subscription_id).in_flight += 1
+        return state
+
+    def _unclaim(self, state: VmState) -> None:
+        if state.in_flight is not None:
+            state.in_flight = None
+            state.reached = None
+            self._sub(state.ref.subscription_id).in_flight -= 1
+
+    def operation_abandoned(self, vm: VmRef) -> None:
+        """The request was refused or never sent: nothing is in flight after all."""
+        state = self.vms.get(vm.key)
+        if state is not None:
+            self._unclaim(state)
+
     def operation_accepted(self, vm: VmRef, action: Action) -> None:
         """Azure answered 202: it now shows the transient state; walk often until it ends."""
         state = self.state(vm)
-        state.reached.clear()
+        state.reached = asyncio.Event()
         state.accepted_at = self._clock()
         self.remember(vm.key, Observation(action.transient, ProvisioningState.UPDATING, state.accepted_at, source="operation"))
-        busy = self._busy.get(vm.subscription_id)
-        if busy is not None:
-            busy.set()
+        sub = self._subs.get(vm.subscription_id)
+        if sub is not None:
+            sub.busy.set()
 
     def operation_ended(self, vm: VmRef, action: Action, failure: Failure | None) -> None:
         state = self.state(vm)
-        state.in_flight = None
+        self._unclaim(state)
         if failure is None:
             self.remember(vm.key, Observation(action.target, ProvisioningState.SUCCEEDED, self._clock(), source="operation"))
         else:
             self.forget(vm.key)
 
+    def in_flight(self, subscription: str) -> int:
+        sub = self._subs.get(subscription)
+        return sub.in_flight if sub is not None else 0
+
     # ---- the bulk walk -------------------------------------------------------------------
 
     def ensure_walker(self, subscription: str) -> None:
-        task = self._walkers.get(subscription)
-        if task is None or task.done():
-            self._busy[subscription] = asyncio.Event()
-            self._walkers[subscription] = asyncio.create_task(self._walk_loop(subscription), name=f"walk {subscription}")
+        sub = self._sub(subscription)
+        if sub.walker is None or sub.walker.done():
+            sub.walker = asyncio.create_task(self._walk_loop(subscription, sub), name=f"walk {subscription}")
 
-    async def _walk_loop(self, subscription: str) -> None:
+    async def _walk_loop(self, subscription: str, sub: _Subscription) -> None:
         loop = asyncio.get_running_loop()
-        per_group = False
-        busy = self._busy[subscription]
+        first_rounds = 0
         while True:
             keys = self._wanted(subscription)
             if not keys:
-                self._walkers.pop(subscription, None)
+                sub.walker = None
                 return
             started = loop.time()
+            in_flight = self.in_flight(subscription)
+            busy = in_flight > 0
+            whole = not sub.synced or sub.round_wanted  # a round: the walk and a whole tag cycle
+            sub.round_wanted = False
+            lane_ = Lane.REACTION if whole else (Lane.COMPLETION if busy else Lane.BACKGROUND)
             try:
-                groups = self._groups(keys) if per_group else [None]
-                await self._walk(subscription, keys, groups)
-                await self._tags_page(subscription, keys, groups)
+                groups = self._groups(keys) if sub.per_group else [None]
+                with reading(lane_, "busy-walk" if busy else "walk"):
+                    pages = await self._walk(subscription, keys, groups, notify=sub.synced)
+                sub.pages, sub.walk_started = pages, started
+                self._walk_failed(subscription, sub, None)
+                with reading(Lane.REACTION if whole else Lane.BACKGROUND, "tags"):
+                    await self._tags(subscription, sub, groups, whole_cycle=whole)
+                if whole:
+                    self._round_done(sub)
+                if not sub.synced:
+                    first_rounds += 1
+                    if first_rounds < 3 and self._unsettled(subscription) > 2 * pages:
+                        continue  # GpuVms announced after their page went by: another walk is cheaper than their GETs
+                self._synced(subscription, sub)
             except AzureFailureError as e:
-                if e.failure.reason is Reason.AUTHORIZATION_FAILED and not per_group:
+                if e.failure.reason is Reason.AUTHORIZATION_FAILED and not sub.per_group:
                     log.info("cannot list VMs of subscription %s; walking its resource groups instead", subscription)
-                    per_group = True
-                    self._tag_pages.pop(subscription, None)
+                    sub.per_group = True
+                    sub.tag_index, sub.tag_continuation, sub.tags_not_before = 0, None, 0.0
                     continue
                 log.warning("bulk observation of subscription %s failed: %s %s", subscription, e.failure.code, e.failure.message)
+                self._walk_failed(subscription, sub, e.failure if e.failure.reason in SUBSCRIPTION_WIDE else None)
+                self._synced(subscription, sub)  # the VMs are read one by one instead of waiting for a walk
             except Exception:  # noqa: BLE001 - the walk must go on; a bug is logged
                 log.exception("bulk observation of subscription %s failed unexpectedly", subscription)
-            deadline = started + self.settings.resync
-            while (remaining := deadline - loop.time()) > 0:
-                if any(self.vms[k].in_flight for k in keys if k in self.vms):
-                    deadline = min(deadline, started + self.settings.busy_walk)
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        break
-                busy.clear()
-                try:
-                    await asyncio.wait_for(busy.wait(), timeout=remaining)
-                except asyncio.TimeoutError:
-                    break
+                self._synced(subscription, sub)
+            await self._pause(subscription, sub, started)
+
+    def _round_done(self, sub: _Subscription) -> None:
+        """The VMs that waited for this round are told (those it did not settle read alone)."""
+        waiting, sub.newcomers, sub.new_reads = sub.newcomers, set(), 0
+        for key in waiting:
+            self._on_change(key)
+
+    def _unsettled(self, subscription: str) -> int:
+        """Wanted VMs that the bulk pages have not told enough about yet."""
+        return sum(1 for key in self._wanted(subscription)
+                   if (state := self.vms.get(key)) is None or state.observation is None or state.tags is None)
+
+    def _walk_failed(self, subscription: str, sub: _Subscription, failure: Failure | None) -> None:
+        """Remember (or forget) a failure every VM of the subscription shares; wake its GpuVms
+        when that changes after the first walk (before it, ``_synced`` wakes them)."""
+        changed = failure != sub.failure
+        sub.failure = failure
+        if changed and sub.synced:
+            for key in self._wanted(subscription):
+                self._on_change(key)
+
+    def _synced(self, subscription: str, sub: _Subscription) -> None:
+        """The first walk and tag cycle are done: every GpuVm waiting for them is woken once
+        (those the pages did not settle then get reads of their own)."""
+        if not sub.synced:
+            sub.synced = True
+            for key in self._wanted(subscription):
+                self._on_change(key)
+
+    async def _pause(self, subscription: str, sub: _Subscription, started: float) -> None:
+        """Until the next walk: the resync interval, or ``busy_walk`` while operations of ours are
+        in flight and a walk is cheaper than polling them (``BUSY_WALK_COST_SHARE``)."""
+        loop = asyncio.get_running_loop()
+        deadline = started + self.settings.resync
+        while (remaining := deadline - loop.time()) > 0 and not sub.round_wanted:
+            in_flight = self.in_flight(subscription)
+            if in_flight and sub.pages <= max(1.0, in_flight * BUSY_WALK_COST_SHARE):
+                deadline = min(deadline, started + self.settings.busy_walk)
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return
+            sub.busy.clear()
+            try:
+                await asyncio.wait_for(sub.busy.wait(), timeout=remaining)
+            except asyncio.TimeoutError:
+                return
 
     def _groups(self, keys: set[str]) -> list[str | None]:
-        return sorted({self.vms[k].ref.resource_group.lower() for k in keys if k in self.vms})
+        refs = (self.vms[k].ref if k in self.vms else self._lookup(k) for k in keys)
+        return sorted({ref.resource_group.lower() for ref in refs if ref is not None})
 
-    async def _walk(self, subscription: str, keys: set[str], groups: list[str | None]) -> None:
+    async def _walk(self, subscription: str, keys: set[str], groups: list[str | None], *, notify: bool) -> int:
+        """One walk over every page; returns how many pages it read. ``notify``: wake the GpuVms
+        of VMs that changed (the first walk leaves that to ``_synced``)."""
         started = self._clock()
         seen: set[str] = set()
+        pages = 0
         for group in groups:
-            async for key, obs in self.azure.list_observations(subscription, group):
-                if key in keys and key in self.vms:
+            async for key, obs, page in self.azure.list_observations(subscription, group):
+                pages = max(pages, page)
+                if self._known(key):
                     seen.add(key)
-                    self._from_walk(key, replace(obs, observed_at=started))
+                    self._from_walk(key, replace(obs, observed_at=started), notify=notify)
         self.walks += 1
         for key in keys - seen:
             state = self.vms.get(key)
             if state is not None and not state.missing:
                 state.missing = True  # deleted, or invisible to this identity: its own read will tell
-                self._on_change(key)
+                if notify:
+                    self._on_change(key)
+        return max(1, pages)
 
-    async def _tags_page(self, subscription: str, keys: set[str], groups: list[str | None]) -> None:
-        """At most one page of tags per interval (rotating over the resource groups when walking
-        those), so reading the consent in bulk costs at most one request per interval on top of
-        the status walk."""
+    def _known(self, key: str) -> bool:
+        """Whether a VM of a page is one a GpuVm names now (registered here on the way: GpuVms
+        announced while a walk runs are served by it, not by reads of their own)."""
+        if key in self.vms:
+            return True
+        ref = self._lookup(key)
+        if ref is None:
+            return False
+        self.state(ref)
+        return True
+
+    async def _tags(self, subscription: str, sub: _Subscription, groups: list[str | None], *, whole_cycle: bool) -> None:
+        """Tag pages: a whole cycle (the first time), else at most one page per interval
+        (rotating over the resource groups when walking those), so reading the consent in bulk
+        costs at most one request per interval on top of the status walk."""
         loop = asyncio.get_running_loop()
-        index, continuation, not_before = self._tag_pages.get(subscription, (0, None, 0.0))
-        if loop.time() < not_before:
-            return
-        index = index if index < len(groups) else 0
-        started = self._clock()
-        tags, continuation = await self.azure.list_tags_page(subscription, groups[index], continuation)
-        for key, vm_tags in tags.items():
-            state = self.vms.get(key)
-            if key in keys and state is not None and (state.tags_at is None or state.tags_at <= started):
-                state.tags, state.tags_at = vm_tags, started
-        if continuation is None:
-            index += 1
-        cycle_done = continuation is None and index >= len(groups)
-        pause = self.settings.tag_walk if cycle_done else self.settings.resync * 0.9
-        self._tag_pages[subscription] = (0 if cycle_done else index, continuation, loop.time() + pause)
+        while whole_cycle or loop.time() >= sub.tags_not_before:
+            index = sub.tag_index if sub.tag_index < len(groups) else 0
+            started = self._clock()
+            tags, continuation = await self.azure.list_tags_page(subscription, groups[index], sub.tag_continuation)
+            for key, (vm_tags, facts) in tags.items():
+                state = self.vms.get(key) if self._known(key) else None
+                if state is not None and (state.tags_at is None or state.tags_at <= started):
+                    changed = state.tags is not None and state.tags != vm_tags
+                    state.tags, state.tags_at = vm_tags, started
+                    if state.observation is not None:
+                        old = state.observation.facts
+                        state.observation = replace(state.observation, facts=facts if old is None else _merged(old, facts))
+                    if changed:
+                        self._on_change(key)  # the consent may have changed
+            if continuation is None:
+                index += 1
+            cycle_done = continuation is None and index >= len(groups)
+            pause = self.settings.tag_walk if cycle_done else self.settings.resync * 0.9
+            sub.tag_index, sub.tag_continuation = (0 if cycle_done else index), continuation
+            sub.tags_not_before = loop.time() + pause
+            if cycle_done or not whole_cycle:
+                return
 
-    def _from_walk(self, key: str, obs: Observation) -> None:
+    def _from_walk(self, key: str, obs: Observation, *, notify: bool) -> None:
         state = self.vms[key]
         state.missing = False
         if state.in_flight is not None:
             # Only a page requested after Azure accepted the operation can tell that it ended.
             fresh = state.accepted_at is not None and obs.observed_at >= state.accepted_at
-            if fresh and obs.power_state is state.in_flight.target and obs.provisioning_state is ProvisioningState.SUCCEEDED:
-                state.reached.set()
+            if fresh and obs.power_state.reaches(state.in_flight.target) and obs.provisioning_state is ProvisioningState.SUCCEEDED:
+                if state.reached is not None:
+                    state.reached.set()
             return
-        if self.remember(key, obs):
+        if self.remember(key, obs) and notify:
             self._on_change(key)
 
     async def close(self) -> None:
-        tasks = list(self._walkers.values())
+        tasks = [s.walker for s in self._subs.values() if s.walker is not None] + list(self._reads)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._walkers.clear()
+        self._subs.clear()

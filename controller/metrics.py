@@ -47,6 +47,15 @@ class Metrics:
             "gpuvm_azure_requests_total", "HTTP requests to Azure Resource Manager by operation and status code",
             ["operation", "code"], registry=r,
         )
+        self.azure_reads = Counter(
+            "gpuvm_azure_reads_total",
+            "ARM reads sent, by purpose: walk / busy-walk pages, tags pages, poll, get:<why a VM was read alone>",
+            ["purpose"], registry=r,
+        )
+        self.status_writes = Counter(
+            "gpuvm_status_writes_total", "Status writes to the Kubernetes API, by cause (change or repair)",
+            ["cause"], registry=r,
+        )
         self.throttle_wait = Counter(
             "gpuvm_azure_throttle_wait_seconds_total",
             "Seconds requests waited for the subscription's budget (own pacing and 429 Retry-After)",

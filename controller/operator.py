@@ -1,9 +1,18 @@
 """kopf wiring: thin handlers that hand GpuVm events to the engine, and ``gpuvm-operator run``.
 
 Handlers do no reasoning of their own. A watch event updates what the engine knows of a GpuVm
-and wakes it; a per-object daemon runs the reconcile loop (kopf stops it on deletion and when a
-higher-priority peer takes over); the deletion handler holds the finalizer until the VM is as
-``deletionPolicy`` wants.
+and wakes it; the engine's one scheduler (controller/scheduler.py) runs every reconcile step;
+the deletion handler holds the finalizer until the VM is as ``deletionPolicy`` wants.
+
+Only the active replica may act. kopf decides which one that is (peering: the highest priority
+wins) but tells nobody when it pauses or resumes a replica; what it does visibly is stop every
+daemon on pause and start them again on resume. So with peering, the scheduler runs inside a
+single ``@kopf.daemon`` on the peering object itself: kopf stops it within the same bound as any
+daemon (``cancellation_backoff`` + ``cancellation_timeout``, 15 s) when a higher-priority peer
+appears, and starts it again when this replica resumes (kopf then re-lists every GpuVm, which
+wakes them; ones deleted during the pause are confirmed gone by the engine). kopf puts its
+finalizer on that peering object, as on anything with a daemon. Standalone, the scheduler runs
+from start-up to clean-up.
 """
 
 from __future__ import annotations
@@ -11,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import contextvars
 import ctypes
 import logging
 import threading
@@ -90,11 +100,14 @@ class _UnusableCredential:
         return None
 
 
-def _post_event(ref: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
-    try:
-        kopf.event(dict(ref), type=type_, reason=reason, message=message)
-    except LookupError:  # outside an operator context (unit tests of the engine): nothing to post to
-        log.debug("event %s %s not posted: no operator context", type_, reason)
+class _Never:
+    """A ``stopped`` flag that is never set: standalone, the scheduler runs until cancelled."""
+
+    def __bool__(self) -> bool:
+        return False
+
+    async def wait(self) -> None:
+        await asyncio.Event().wait()
 
 
 class Operator:
@@ -106,7 +119,9 @@ class Operator:
         self._writer: StatusWriter | None = None
         self._credential_check: asyncio.Task[None] | None = None
         self._trimmer: asyncio.Task[None] | None = None
+        self._runner: asyncio.Task[None] | None = None
         self.credential_state = "unchecked"
+        self._event_context: contextvars.Context | None = None
         self.metrics = Metrics()
         self.metrics.watch(lambda: self._engine.samples() if self._engine else iter(()))
 
@@ -136,9 +151,27 @@ class Operator:
         self._writer = StatusWriter(
             load_api_client(server=config.kube_server, kubeconfig=config.kubeconfig), workers=config.status_workers
         )
-        self._engine = Engine(azure=azure, status=self._writer, settings=config.engine, emit=_post_event, metrics=self.metrics)
+        self._engine = Engine(azure=azure, status=self._writer, settings=config.engine, emit=self.post_event, metrics=self.metrics)
+        if config.peering is None:
+            self._runner = asyncio.create_task(self._engine.run(_Never()), name="standalone")
         self._credential_check = asyncio.create_task(self._check_credential(azure))
         self._trimmer = asyncio.create_task(_trim_memory(TRIM_EVERY), name="malloc_trim")
+
+    def handled(self) -> None:
+        """Called from inside a kopf handler: keep that context for posting Events.
+
+        kopf.event finds kopf's event queue through context variables that kopf sets only while
+        it processes an object; the engine's scheduler and operation tasks run outside any
+        handler, so they post through a copy of a handler's context.
+        """
+        if self._event_context is None:
+            self._event_context = contextvars.copy_context()
+
+    def post_event(self, ref: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        if self._event_context is None:
+            log.debug("event %s %s not posted: no GpuVm handled yet", type_, reason)
+            return
+        self._event_context.run(kopf.event, dict(ref), type=type_, reason=reason, message=message)
 
     async def _check_credential(self, azure: AzureCompute) -> None:
         """One token at start-up, one clear log line: ready, or exactly what is missing."""
@@ -158,9 +191,11 @@ class Operator:
         )
 
     async def stop(self) -> None:
-        for task in (self._credential_check, self._trimmer):
+        for task in (self._credential_check, self._trimmer, self._runner):
             if task is not None:
                 task.cancel()
+        if self._runner is not None:
+            await asyncio.gather(self._runner, return_exceptions=True)
         if self._engine is not None:
             await self._engine.close()
             await self._engine.azure.close()
@@ -172,6 +207,7 @@ class Operator:
         engine = self._engine
         return {
             "credential": self.credential_state,
+            "active": bool(engine and engine.active),
             "gpuvms": len(engine.tracked) if engine else 0,
             "operationsInFlight": sum(1 for s in engine.vms.values() if s.in_flight) if engine else 0,
         }
@@ -215,16 +251,22 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
     @kopf.on.event(GROUP, VERSION, PLURAL, **gpuvms)
     async def seen(event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
         # async on purpose: kopf runs sync handlers in threads, and the engine is loop-bound.
+        op.handled()
         if event.get("type") == "DELETED":
             op.engine.gone(body.metadata.namespace or "", body.metadata.name or "")
         else:
             op.engine.seen(body)
 
-    # On deletion or shutdown kopf sets `stopped`; the loop notices at once unless mid-call, and
-    # gets `cancellation_backoff` seconds to finish that call before being cancelled.
-    @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_backoff=10.0, cancellation_timeout=5.0, **gpuvms)
-    async def drive(body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
-        await op.engine.drive(body, stopped)
+    if config.peering is not None:
+        # The active replica's scheduler (see the module docstring). On pause or shutdown kopf
+        # sets `stopped`; the scheduler stops starting steps at once and running ones get
+        # `cancellation_backoff` seconds to finish before they are cancelled.
+        peerings = "clusterkopfpeerings" if config.clusterwide else "kopfpeerings"
+
+        @kopf.daemon("kopf.dev", "v1", peerings, registry=registry, cancellation_backoff=10.0,
+                     cancellation_timeout=5.0, field="metadata.name", value=config.peering)
+        async def active_replica(stopped: kopf.DaemonStopped, **_: Any) -> None:
+            await op.engine.run(stopped)
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, **gpuvms)
     async def release(body: kopf.Body, **_: Any) -> None:

@@ -6,14 +6,32 @@ when a bucket runs dry. Retrying each throttled call on its own makes a burst wo
 request waits here for a token of its kind first, a 429 pauses that kind for the whole
 subscription, and power operations additionally queue fairly by namespace under a cap on how
 many may be in flight at once — a thousand flips drain in order instead of stampeding.
+
+How the read budget is shared (the rule that keeps every kind of read moving):
+
+- Each kind of request has its own bucket (list pages, operation polls, writes); every ARM read —
+  a per-VM GET, a list page, an operation poll — also needs a token of the shared read bucket.
+- Tokens are never lent. A request that finds no token waits in a queue; it does not go into
+  debt, so a thousand queued GETs cannot push a walk or a poll seconds into the future.
+- Waiters queue in one of three lanes, by what the read is for (``Lane``): COMPLETION (the end of
+  an operation of ours: its status polls, and walks while operations run), REACTION (a GpuVm
+  that just appeared, or a VM about to be acted on) and BACKGROUND (re-observing settled VMs:
+  the periodic walk, tag pages, out-of-band transitions). When a token frees up it goes to a
+  waiting lane by stride scheduling with weights 6 : 3 : 1, so while all three wait, completion
+  gets 60 % of the tokens, reaction 30 % and background 10 %; a lane that waits alone gets
+  everything, and a lane that was idle does not bank credit. No lane starves: background still
+  moves at a tenth of the budget under any load, and work that waits for an operation's end
+  always gets its reads before background re-observation.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import enum
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 
@@ -22,6 +40,40 @@ class Kind(str, enum.Enum):
     LIST = "list"  # one page of a list / list_all walk
     POLL = "poll"  # one status read of a running operation
     WRITE = "write"  # a power operation or a tag write
+
+
+class Lane(enum.IntEnum):
+    """What a read is for: its share of the budget when others wait too (see the module doc)."""
+
+    COMPLETION = 0
+    REACTION = 1
+    BACKGROUND = 2
+
+
+LANE_WEIGHTS: Mapping[Lane, float] = {Lane.COMPLETION: 6.0, Lane.REACTION: 3.0, Lane.BACKGROUND: 1.0}
+
+# Why the requests made in this context are made: their lane, and a purpose for the request
+# record (walk pages, tag pages, and per-VM reads by cause). Set by the code that knows why it
+# reads; unset, polls are COMPLETION and everything else REACTION.
+_reading: contextvars.ContextVar[tuple[Lane, str] | None] = contextvars.ContextVar("gpuvm_reading", default=None)
+
+
+@contextlib.contextmanager
+def reading(lane_: Lane, purpose: str) -> Iterator[None]:
+    """Requests made inside this block (and tasks it starts) wait in ``lane_``'s lane and are
+    counted under ``purpose``."""
+    token = _reading.set((lane_, purpose))
+    try:
+        yield
+    finally:
+        _reading.reset(token)
+
+
+def current_reading(kind: Kind) -> tuple[Lane, str]:
+    chosen = _reading.get()
+    if chosen is not None:
+        return chosen
+    return (Lane.COMPLETION, "poll") if kind is Kind.POLL else (Lane.REACTION, kind.value)
 
 
 @dataclass(frozen=True)
@@ -39,8 +91,7 @@ AZURE_BUDGET: dict[Kind, Rate] = {
     Kind.READ: Rate(250, 25),
     Kind.LIST: Rate(900 / 3, 300 / 60),
     # Compute allows 5,000 operation-status reads a minute, but each is an ARM read too (25/s).
-    # Polls get at most 40 % of those, so walks and own reads are never starved by a burst's
-    # pollers; a walk learns the end of a thousand operations in one page anyway.
+    # Polls get at most 40 % of those; the lanes of the read bucket do the rest.
     Kind.POLL: Rate(100, 10),
     Kind.WRITE: Rate(200, 10),
 }
@@ -60,7 +111,7 @@ class PacingSettings:
 
 
 class TokenBucket:
-    """Classic token bucket on an injected monotonic clock."""
+    """Classic token bucket on an injected monotonic clock; never goes into debt."""
 
     def __init__(self, rate: Rate, now: float) -> None:
         self.rate = rate
@@ -76,15 +127,94 @@ class TokenBucket:
         self._refill(now)
         return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate.per_second
 
-    def take(self, now: float) -> float:
-        """Take one token, going into debt if needed; returns how long the caller must wait."""
+    def take(self, now: float) -> None:
+        """Take one token; only after ``wait_time`` said 0."""
         self._refill(now)
         self.tokens -= 1
-        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate.per_second
 
     def give_back(self) -> None:
-        """A token taken by a caller who gave up before using it."""
+        """A token granted to a caller who gave up before using it."""
         self.tokens = min(self.rate.burst, self.tokens + 1)
+
+
+class Gate:
+    """One bucket's tokens, handed to waiters by lane (stride scheduling), never on credit.
+
+    Without a rate the gate only honours 429 pauses. Futures are resolved by ``_pump`` alone, at
+    the moment a token is taken for them, so a waiter that is cancelled before its turn costs
+    nothing and one cancelled just after it was granted gives its token back.
+    """
+
+    def __init__(self, rate: Rate | None, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self.bucket = TokenBucket(rate, clock()) if rate is not None else None
+        self.paused_until = 0.0
+        self._waiters: dict[Lane, deque[asyncio.Future[None]]] = {lane_: deque() for lane_ in Lane}
+        self._pass: dict[Lane, float] = dict.fromkeys(Lane, 0.0)
+        self._vtime = 0.0  # the pass of the last grant: an idle lane restarts from here
+        self._timer: asyncio.TimerHandle | None = None
+
+    def wait_time(self, now: float) -> float:
+        return max(self.paused_until - now, self.bucket.wait_time(now) if self.bucket else 0.0)
+
+    @property
+    def waiting(self) -> int:
+        return sum(len(q) for q in self._waiters.values())
+
+    def waiting_in(self, lane_: Lane) -> int:
+        return len(self._waiters[lane_])
+
+    async def acquire(self, lane_: Lane) -> None:
+        now = self._clock()
+        if not self.waiting and self.wait_time(now) <= 0:
+            if self.bucket:
+                self.bucket.take(now)
+            return
+        queue = self._waiters[lane_]
+        if not queue:
+            self._pass[lane_] = max(self._pass[lane_], self._vtime)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        queue.append(future)
+        self._pump()
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self._give_back()
+            raise
+
+    def _give_back(self) -> None:
+        if self.bucket:
+            self.bucket.give_back()
+        self._pump()
+
+    def pause(self, until: float) -> None:
+        self.paused_until = max(self.paused_until, until)
+        self._pump()
+
+    def _pump(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while True:
+            for queue in self._waiters.values():
+                while queue and queue[0].done():
+                    queue.popleft()  # cancelled while waiting
+            lanes = [lane_ for lane_, queue in self._waiters.items() if queue]
+            if not lanes:
+                return
+            now = self._clock()
+            wait = self.wait_time(now)
+            if wait > 0:
+                self._timer = asyncio.get_running_loop().call_later(wait, self._pump)
+                return
+            chosen = min(lanes, key=lambda lane_: (self._pass[lane_], lane_))
+            future = self._waiters[chosen].popleft()
+            if self.bucket:
+                self.bucket.take(now)
+            self._vtime = self._pass[chosen]
+            self._pass[chosen] += 1.0 / LANE_WEIGHTS[chosen]
+            future.set_result(None)
 
 
 WaitObserver = Callable[[Kind, float], None]
@@ -100,9 +230,7 @@ class SubscriptionPacer:
     ) -> None:
         self.settings = settings
         self._clock = clock or asyncio.get_running_loop().time
-        now = self._clock()
-        self._buckets = {k: TokenBucket(r, now) for k in Kind if (r := settings.rate(k)) is not None}
-        self._paused_until: dict[Kind, float] = dict.fromkeys(Kind, 0.0)
+        self._gates = {kind: Gate(settings.rate(kind), self._clock) for kind in Kind}
         self._on_wait = on_wait
         self.in_flight = 0
         self._queues: dict[str, deque[asyncio.Future[None]]] = {}
@@ -112,36 +240,30 @@ class SubscriptionPacer:
     # ---- reads, lists, polls: a token each -----------------------------------------------
 
     async def take(self, kind: Kind) -> None:
-        """Wait for a token of ``kind``; list pages and operation polls are ARM reads too.
-
-        The shared read token is taken only once the kind's own token is in hand: a thousand
-        pollers queued on the poll budget must not pre-charge the read bucket, or a walk (one
-        page that ends a thousand operations) would wait behind reads that have not happened
-        yet. A waiter cancelled while it waits (its operation ended) gives its token back.
-        """
-        for step in (kind, Kind.READ) if kind in (Kind.LIST, Kind.POLL) else (kind,):
-            now = self._clock()
-            bucket = self._buckets.get(step)
-            wait = max(self._paused_until[step] - now, bucket.take(now) if bucket else 0.0)
-            if wait <= 0:
-                continue
-            try:
-                await asyncio.sleep(wait)
-            except asyncio.CancelledError:
-                if bucket:
-                    bucket.give_back()
-                wait = self._clock() - now  # what was really waited
-                raise
-            finally:
-                if self._on_wait:
-                    self._on_wait(kind, wait)
+        """Wait for a token of ``kind`` (and a shared read token for list pages and polls), in
+        the lane of the current context (see ``reading``)."""
+        chosen, _ = current_reading(kind)
+        started = self._clock()
+        try:
+            await self._gates[kind].acquire(chosen)
+            if kind in (Kind.LIST, Kind.POLL):
+                await self._gates[Kind.READ].acquire(chosen)
+        finally:
+            waited = self._clock() - started
+            if waited > 0 and self._on_wait:
+                self._on_wait(kind, waited)
 
     def throttled(self, kind: Kind, retry_after: float | None) -> None:
         """Azure said 429: nobody of this kind asks again before ``Retry-After`` has passed."""
         until = self._clock() + (retry_after if retry_after and retry_after > 0 else 1.0)
-        self._paused_until[kind] = max(self._paused_until[kind], until)
+        self._gates[kind].pause(until)
         if kind is Kind.WRITE:
             self._schedule_pump(until - self._clock())
+
+    def waiting(self, kind: Kind, lane_: Lane | None = None) -> int:
+        """Requests of ``kind`` queued for a token (in one lane, or all)."""
+        gate = self._gates[kind]
+        return gate.waiting if lane_ is None else gate.waiting_in(lane_)
 
     # ---- power operations: fair queue, in-flight cap, write tokens -----------------------
 
@@ -177,11 +299,15 @@ class SubscriptionPacer:
         self._pump()
 
     def _pump(self) -> None:
-        """Grant waiting operations in namespace round-robin while the budget allows."""
-        bucket = self._buckets.get(Kind.WRITE)
+        """Grant waiting operations in namespace round-robin while the budget allows.
+
+        Operations take write tokens straight from the write gate's bucket; the gate's own
+        waiters (tag writes) are served by the gate, so neither goes into debt.
+        """
+        gate = self._gates[Kind.WRITE]
         while self._turns and self.in_flight < self.settings.max_in_flight:
             now = self._clock()
-            wait = max(self._paused_until[Kind.WRITE] - now, bucket.wait_time(now) if bucket else 0.0)
+            wait = gate.wait_time(now)
             if wait > 0:
                 self._schedule_pump(wait)
                 return
@@ -194,11 +320,11 @@ class SubscriptionPacer:
                 del self._queues[namespace]
             if future.cancelled():
                 continue
-            if bucket:
-                bucket.take(now)
+            if gate.bucket:
+                gate.bucket.take(now)
             self.in_flight += 1
             future.set_result(None)
 
     @property
-    def waiting(self) -> int:
+    def operations_waiting(self) -> int:
         return sum(len(q) for q in self._queues.values())

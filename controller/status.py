@@ -166,19 +166,3 @@ def render_status(
         }
     status["conditions"] = [ready_condition(decision, generation=generation, previous=previous.conditions, now=now)]
     return status
-
-
-def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    """RFC 7386 patch turning ``old`` into ``new`` (keys gone become null); empty if equal."""
-    patch: dict[str, Any] = {}
-    for key in old.keys() - new.keys():
-        patch[key] = None
-    for key, value in new.items():
-        before = old.get(key)
-        if isinstance(value, Mapping) and isinstance(before, Mapping):
-            nested = merge_patch(before, value)
-            if nested:
-                patch[key] = nested
-        elif before != value or key not in old:
-            patch[key] = value
-    return patch

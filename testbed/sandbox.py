@@ -7,8 +7,11 @@ They live here once.
 
 from __future__ import annotations
 
+import json
+import socket
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -40,6 +43,31 @@ def wait_for(predicate: Callable[[], T], timeout: float = 10.0, *, interval: flo
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
         time.sleep(interval)
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The operator's Prometheus metrics on ``port`` as {'name{labels}': value} (samples only)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def probe(url: str) -> dict[str, Any]:
+    """What an operator's liveness endpoint (``--liveness``) answers: kopf's probe results."""
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read().decode())
 
 
 def crd_files(directory: Path) -> list[Path]:
@@ -100,6 +128,11 @@ class Cluster:
     def patch_spec(self, name: str, spec: Mapping[str, Any], ns: str | None = None) -> dict[str, Any]:
         body = {"spec": dict(spec)}
         return self.custom.patch_namespaced_custom_object(GROUP, VERSION, ns or self.default_namespace, PLURAL, name, body)
+
+    def patch_status(self, name: str, status: Mapping[str, Any], ns: str | None = None) -> dict[str, Any]:
+        """Merge-patch the status subresource, as someone other than the operator would."""
+        body = {"status": dict(status)}
+        return self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, ns or self.default_namespace, PLURAL, name, body)
 
     def delete(self, name: str, ns: str | None = None) -> None:
         self.custom.delete_namespaced_custom_object(GROUP, VERSION, ns or self.default_namespace, PLURAL, name)
@@ -174,6 +207,11 @@ class Azure:
 
     def requests(self) -> list[Any]:
         return self.call(self.sim.request_log)
+
+    def unobserved(self) -> list[Any]:
+        """Per operation the operator asked for: how long it went without a read that could tell
+        its state (the starvation guard; testbed.azuresim.recording.unobserved)."""
+        return self.call(self.sim.unobserved)
 
     def fault(self, spec: str) -> int:
         return self.call(lambda: self.sim.add_fault(spec))

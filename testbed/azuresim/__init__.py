@@ -20,7 +20,7 @@ from .model import (
     Timings,
     VmSnapshot,
 )
-from .recording import NO_RESPONSE, Overlap, RequestRecord
+from .recording import NO_RESPONSE, OperationRecord, Overlap, RequestRecord
 from .server import AzureComputeSimulator
 from .throttling import DEFAULT_LIMITS, BucketLimit, ThrottlingConfig
 from .vmfile import VmFileError, load_vms_yaml, parse_vms
@@ -36,6 +36,7 @@ __all__ = [
     "FaultKind",
     "FaultSpecError",
     "NO_RESPONSE",
+    "OperationRecord",
     "OpName",
     "OperationError",
     "Origin",

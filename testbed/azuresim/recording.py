@@ -40,6 +40,66 @@ class Overlap:
     status: int  # how the simulator answered the new request
 
 
+@dataclass(frozen=True)
+class OperationRecord:
+    """One long-running power operation as the simulator ran it."""
+
+    id: str
+    vm: str
+    resource_group: str
+    action: str  # "start", "deallocate", "hibernate", …
+    origin: str  # "api" (a client asked) or "out-of-band"
+    start: float  # loop clock, as RequestRecord.time
+    end: float | None  # None while it runs
+    status: str
+
+
+@dataclass(frozen=True)
+class Unobserved:
+    """How long a client's operation went without a request that could tell its state."""
+
+    operation: str  # the operation's id
+    vm: str
+    action: str
+    longest: float  # seconds: the longest stretch between such requests, from the 202 on
+    seen_ended_after: float | None  # seconds from its end to the first request that could tell; None: not yet
+
+
+_TELLING = frozenset({"Operations.Get", "VirtualMachines.Get", "VirtualMachines.InstanceView",
+                      "VirtualMachines.List", "VirtualMachines.ListAll"})
+
+
+def unobserved(operations: list[OperationRecord], requests: list[RequestRecord], *, now: float) -> list[Unobserved]:
+    """For every operation a client asked for (origin "api"), the longest time it went unobserved:
+    without a successful request that could have told its state — a status poll of it, a GET of
+    its VM, or a list page that covers the VM — from the moment it began until the first such
+    request after it ended (or until ``now``). Operations older than the request log are left out.
+
+    This is the starvation guard: an operator whose completion reads starve behind other reads
+    leaves operations unobserved for minutes (seen at 10,000 GpuVms before the read lanes).
+    """
+    telling = [r for r in requests if r.status == 200 and r.operation in _TELLING]
+    horizon = requests[0].time if requests else now
+    out: list[Unobserved] = []
+    for op in operations:
+        if op.origin != "api" or op.start < horizon:
+            continue
+        op_id, vm, group = op.id.lower(), op.vm.lower(), f"/resourcegroups/{op.resource_group.lower()}/"
+        times = [r.time for r in telling if r.time >= op.start and (
+            (r.operation == "Operations.Get" and op_id in r.path.lower())
+            or (r.operation in ("VirtualMachines.Get", "VirtualMachines.InstanceView") and (r.vm or "").lower() == vm)
+            or r.operation == "VirtualMachines.ListAll"
+            or (r.operation == "VirtualMachines.List" and group in r.path.lower()))]
+        detected = next((s for s in times if op.end is not None and s >= op.end), None)
+        points = [op.start, *(s for s in times if detected is None or s <= detected)]
+        if detected is None:
+            points.append(now)
+        longest = max(b - a for a, b in zip(points, points[1:])) if len(points) > 1 else 0.0
+        seen = None if detected is None or op.end is None else detected - op.end
+        out.append(Unobserved(op.id, op.vm, op.action, longest, seen))
+    return out
+
+
 class Recorder:
     def __init__(self, *, log_size: int) -> None:
         self.log: deque[RequestRecord] = deque(maxlen=log_size)

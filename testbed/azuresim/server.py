@@ -19,6 +19,8 @@ addressed as ``{rg}/{vm}``, with ``?subscription=`` when that is ambiguous:
 - ``GET /_sim/faults``, ``POST /_sim/faults`` with ``{"spec": "…"}``, ``DELETE /_sim/faults``,
   ``DELETE /_sim/faults/{id}``.
 - ``GET /_sim/counters``, ``GET /_sim/log?limit=N``, ``GET /_sim/overlaps``.
+- ``GET /_sim/operations``: the operations kept, with begin and end; ``GET /_sim/unobserved``: per
+  client operation, the longest time no request could have told its state (starvation guard).
 - ``POST /_sim/reset[?vms=true]``: forget log, counters, faults, buckets (and VM states).
 """
 
@@ -59,7 +61,7 @@ from .model import (
     plan_eviction,
     vm_key,
 )
-from .recording import NO_RESPONSE, Overlap, Recorder, RequestRecord, record_json
+from .recording import NO_RESPONSE, OperationRecord, Overlap, Recorder, RequestRecord, Unobserved, record_json, unobserved
 from .throttling import Throttler
 from .tls import ServerTls, make_server_tls
 from .wire import ArmError, OpName
@@ -371,6 +373,21 @@ class AzureComputeSimulator:
                 op.handle.cancel()
             self._run_pending(op)
         return True
+
+    def operation_log(self) -> list[OperationRecord]:
+        """The operations the simulator keeps (``operations_kept``), oldest first: who asked,
+        when each began and ended (loop clock, as in the request log)."""
+        return [
+            OperationRecord(
+                id=op.id, vm=op.vm.spec.name, resource_group=op.vm.spec.resource_group, action=op.label, origin=op.origin.value,
+                start=op.start_time, end=op.end_time, status=op.status.value,
+            )
+            for op in self._operations.values()
+        ]
+
+    def unobserved(self) -> list[Unobserved]:
+        """The starvation guard (see recording.unobserved) over what the simulator kept."""
+        return unobserved(self.operation_log(), list(self._recorder.log), now=self._now())
 
     def operation(self, operation_id: str) -> dict[str, Any] | None:
         op = self._operations.get(operation_id.lower())
@@ -812,6 +829,10 @@ class AzureComputeSimulator:
             limit = int(query.get("limit", "100"))
             records = list(self._recorder.log)[-limit:] if limit > 0 else []
             return self._json(200, [record_json(r) for r in records], ok)
+        if segs == ["operations"] and method == "GET":
+            return self._json(200, [record_json(o) for o in self.operation_log()], ok)
+        if segs == ["unobserved"] and method == "GET":
+            return self._json(200, [record_json(u) for u in self.unobserved()], ok)
         if segs == ["overlaps"] and method == "GET":
             return self._json(200, {"total": self._recorder.overlap_total,
                                     "overlaps": [record_json(o) for o in self._recorder.overlaps]}, ok)

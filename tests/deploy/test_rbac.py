@@ -198,7 +198,7 @@ def ha_run(tmp_path_factory: pytest.TempPathFactory, distinct_kopf_ids: None) ->
         for peering in of_kind(objects, "ClusterKopfPeering"):
             c.custom.create_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", dict(peering))
         a = sb.start_operator(flags(sb), operator_env(objects, "gpuvm-operator-a"))
-        b = sb.start_operator(flags(sb), operator_env(objects, "gpuvm-operator-b"))
+        b = sb.start_operator(flags(sb), {**operator_env(objects, "gpuvm-operator-b"), "GPUVM_RESUME_CONFIRM_SECONDS": "1"})
         name = operator_env(objects, "gpuvm-operator-a")["GPUVM_PEERING"]
 
         def peers() -> dict[str, Any]:
@@ -210,6 +210,17 @@ def ha_run(tmp_path_factory: pytest.TempPathFactory, distinct_kopf_ids: None) ->
         lifecycle(sb)
         a.stop()  # a clean stop signs a off; b, the only live peer left, resumes at once
         lifecycle(sb, prefix="after-", vms=("vm-6", "vm-7", "vm-8"))
+        # a comes back and b pauses; a GpuVm b knew is deleted meanwhile; when a leaves again, b
+        # resumes and GETs what the re-list did not show it again (the peering role's `get`).
+        c.create("paused-away", {"vm": {"resourceId": vm_id("vm-4")}, "desiredState": "Deallocated"})
+        wait_settled(c, "paused-away")
+        a = sb.start_operator(flags(sb), {**operator_env(objects, "gpuvm-operator-a"), "GPUVM_RESUME_CONFIRM_SECONDS": "1"})
+        wait_for(lambda: len(peers()) == 2, 20, what="a back in the peering object")
+        c.delete("paused-away")
+        wait_for(lambda: c.get("paused-away") is None, 20, what="paused-away deleted by a")
+        a.stop()
+        wait_for(lambda: any(x.verb == "get" and x.resource == PLURAL and x.name == "paused-away"
+                             for x in operator_accesses(accesses(sb))), 30, what="b's GET of the GpuVm deleted while it paused")
         b.stop()
         return objects, accesses(sb), seen_peers
     finally:

@@ -9,7 +9,7 @@ import pytest
 
 from testbed.azuresim import SimulatorConfig, SimVm, ThrottlingConfig
 from testbed.azuresim.throttling import BucketLimit
-from testbed.sandbox import Sandbox, settled, wait_for
+from testbed.sandbox import Sandbox, free_port, scrape, settled, wait_for
 from tests.integration.conftest import CRDS, FAST, MANAGED, NS, RG, SUB, Azure, Cluster, vm_id
 
 
@@ -61,12 +61,6 @@ def test_a_burst_drains_under_the_operation_cap_without_conflicts(cluster: Clust
     starts = sorted(r.time for r in azure.requests() if r.operation == "VirtualMachines.Start")
     assert len(starts) == 6
     assert starts[2] - starts[0] >= FAST.start * 0.9
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_metrics(cluster: Cluster, azure: Azure, start_operator) -> None:
@@ -161,3 +155,61 @@ def test_tags_are_read_in_bulk_and_used_for_consent(cluster: Cluster, azure: Azu
     cluster.wait_reason("t", "NotManaged")
     assert azure.count("VirtualMachines.Get") == gets  # the consent came from the bulk read, not a read per VM
     assert azure.power_requests("vm-1", "start") == []
+
+
+def test_a_cold_start_reaches_every_settled_gpuvm_with_bulk_reads_and_writes_only_what_changed(
+    cluster: Cluster, azure: Azure, start_operator
+) -> None:
+    names = [f"vm-{i}" for i in range(1, 7)] + ["vm-running"]
+    for name in names:
+        cluster.create(name, {"vm": {"resourceId": vm_id(name)}, "desiredState": "Deallocated" if name != "vm-running" else "Running"})
+    first = start_operator()
+    wait_for(lambda: all(settled(o) for o in cluster.objects().values()), 20, what="all settled")
+    first.stop()
+    azure.out_of_band("vm-6", "start")  # while no operator runs: its stored status is now stale
+    wait_for(lambda: azure.power("vm-6") == "running", 10)
+    before = len(azure.requests())
+    port = free_port()
+    start_operator(["--metrics-port", str(port), "--resync-interval", "300"])
+    wait_for(lambda: scrape(port).get("gpuvm_intent_to_desired_seconds_count", 0) == len(names), 20,
+             what="every GpuVm Ready again under the new operator")
+    requests = azure.requests()[before:]
+    assert [(r.operation, r.vm) for r in requests if r.operation in ("VirtualMachines.Get", "VirtualMachines.InstanceView")] == []
+    walks = [r for r in requests if r.operation == "VirtualMachines.ListAll"]
+    assert 1 <= len(walks) <= 3  # one statusOnly walk and the tag pages (one page each here)
+    metrics = scrape(port)
+    # vm-6 was corrected (its deallocate and the status it changed); nothing else was written.
+    assert metrics.get('gpuvm_status_writes_total{cause="repair"}', 0) == 0
+    assert metrics.get('gpuvm_status_writes_total{cause="change"}', 0) >= 1
+    assert azure.power_requests("vm-6", "deallocate")
+
+
+def test_no_operation_goes_unobserved_longer_than_its_budget_allows(tmp_path) -> None:
+    """The starvation guard (issue 15): 40 starts run while 200 more GpuVms appear and compete for
+    the same read budget. With polls at P per second shared by N operations polled every I
+    seconds, each operation is looked at least every I + N / P seconds; a walk (every busy
+    interval) may look sooner. Bound here: I 0.5 s + 40 / 5 s + 2 s slack for a loaded machine
+    = 10.5 s. Before the read lanes, the new GpuVms' GETs pre-charged the read bucket and
+    operations went unobserved for minutes."""
+    flips = [SimVm(subscription_id=SUB, resource_group=RG, name=f"flip-{i:02d}", tags=MANAGED, timings={"start": 2.0})
+             for i in range(40)]
+    crowd = [SimVm(subscription_id=SUB, resource_group=RG, name=f"crowd-{i:03d}", tags=MANAGED) for i in range(200)]
+    config = SimulatorConfig(timings=FAST, retry_after=0.05)
+    budget = ("--azure-budget", "read=30/15", "--azure-budget", "poll=5/5", "--azure-budget", "list=5/2")
+    with Sandbox(crds=CRDS, simulator=config, vms=flips + crowd, workdir=tmp_path, namespace=NS) as world:
+        assert world.cluster is not None and world.azure is not None
+        world.start_operator(world.operator_flags(subscription=SUB, timing=("--operation-poll", "0.5", *budget)))
+        for vm in flips:
+            world.cluster.create(vm.name, {"vm": {"resourceGroup": RG, "name": vm.name}, "desiredState": "Deallocated"})
+        wait_for(lambda: sum(1 for o in world.cluster.all_objects() if settled(o)) == 40, 40, interval=0.1, what="flips settled")
+        for vm in flips:
+            world.cluster.patch_spec(vm.name, {"desiredState": "Running"})
+        for vm in crowd:
+            world.cluster.create(vm.name, {"vm": {"resourceGroup": RG, "name": vm.name}, "desiredState": "Deallocated"})
+        wait_for(lambda: sum(1 for o in world.cluster.all_objects() if settled(o)) == 240, 90, interval=0.2,
+                 what="every GpuVm settled")
+        guard = [u for u in world.azure.unobserved() if u.action == "start"]
+        assert len(guard) == 40
+        worst = max(guard, key=lambda u: u.longest)
+        assert worst.longest <= 10.5, f"{worst.vm}'s start went {worst.longest:.1f} s without a telling read"
+        assert all(u.seen_ended_after is not None for u in guard)

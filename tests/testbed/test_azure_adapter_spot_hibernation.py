@@ -58,7 +58,7 @@ async def test_facts_carry_priority_and_the_hibernation_capability(fast) -> None
     assert (spot.facts.priority, spot.facts.hibernation_enabled) == ("Spot", False)
     assert (hib.facts.priority, hib.facts.hibernation_enabled) == (None, True)
     assert (legacy.facts.priority, legacy.facts.hibernation_enabled) == (None, False)
-    listed = {key: obs async for key, obs in azure.list_observations(SUB)}
+    listed = {key: obs async for key, obs, _ in azure.list_observations(SUB)}
     assert listed[ref("spot").key].facts.priority is None  # statusOnly pages do not say: None, not "Regular"
     assert listed[ref("spot").key].facts.hibernation_enabled is None
 
@@ -69,7 +69,7 @@ async def test_hibernate_and_resume(fast) -> None:
     got = await azure.observe(ref("hib"))
     assert (got.power_state, got.provisioning_state) == (PowerState.HIBERNATED, ProvisioningState.SUCCEEDED)
     assert got.power_state.reaches(Action.DEALLOCATE.target) and not got.power_state.billed
-    listed = {key: obs async for key, obs in azure.list_observations(SUB)}
+    listed = {key: obs async for key, obs, _ in azure.list_observations(SUB)}
     assert listed[ref("hib").key].power_state is PowerState.HIBERNATED  # statusOnly pages show it too
     await run(azure, "hib", Action.START)
     assert (await azure.observe(ref("hib"))).power_state is PowerState.RUNNING

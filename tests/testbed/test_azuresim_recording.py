@@ -79,3 +79,31 @@ def test_everything_recorded_is_bounded(azure_sim_factory) -> None:
     assert thread.run_sync(sim.count, OpName.START, 202) == 12
     kept = [i for i in ids if thread.run_sync(sim.operation, i) is not None]
     assert kept == ids[-4:]
+
+
+def test_unobserved_measures_the_longest_stretch_without_a_telling_read() -> None:
+    from testbed.azuresim.recording import OperationRecord, RequestRecord, unobserved
+
+    op = OperationRecord(id="OP-1", vm="vm-1", resource_group="rg", action="start", origin="api",
+                         start=10.0, end=20.0, status="Succeeded")
+    oob = OperationRecord(id="op-2", vm="vm-2", resource_group="rg", action="start", origin="out-of-band",
+                          start=10.0, end=11.0, status="Succeeded")
+    running = OperationRecord(id="op-3", vm="vm-3", resource_group="rg", action="deallocate", origin="api",
+                              start=12.0, end=None, status="InProgress")
+
+    def req(time: float, operation: str, *, vm: str | None = None, path: str = "/x", status: int = 200) -> RequestRecord:
+        return RequestRecord(time=time, method="GET", path=path, operation=operation, vm=vm, status=status)
+
+    log = [
+        req(9.0, "VirtualMachines.Get", vm="vm-9"),  # before: the horizon of the log
+        req(11.0, "Operations.Get", path="/subscriptions/s/providers/Microsoft.Compute/locations/l/operations/op-1"),
+        req(13.0, "Operations.Get", path="/x/operations/op-1", status=429),  # throttled: tells nothing
+        req(14.0, "VirtualMachines.Get", vm="vm-2"),  # another VM
+        req(17.0, "VirtualMachines.List", path="/subscriptions/s/resourceGroups/other/providers/Microsoft.Compute/virtualMachines"),
+        req(19.0, "VirtualMachines.InstanceView", vm="VM-1"),
+        req(26.0, "VirtualMachines.ListAll"),  # the first telling read after the end at 20
+    ]
+    got = {u.vm: u for u in unobserved([op, oob, running], log, now=30.0)}
+    assert set(got) == {"vm-1", "vm-3"}  # out-of-band operations are not the client's to observe
+    assert got["vm-1"].longest == 8.0 and got["vm-1"].seen_ended_after == 6.0  # 11 -> 19
+    assert got["vm-3"].longest == 14.0 and got["vm-3"].seen_ended_after is None  # 12 -> 26, then to now

@@ -85,17 +85,9 @@ TABLE = {
     (D, P.UNKNOWN): (None, WAIT),
     (D, P.HIBERNATED): (None, Reason.RECONCILED),  # hibernated is deallocated, memory kept
 }
-# The contract's rule that decide.py does not follow yet: it must compare with
-# PowerState.reaches(target), not identity (the integration of demand part 2).
-PENDING = {(D, P.HIBERNATED)}
 
 
-def cases(pairs: list[tuple[DesiredState, PowerState]]) -> list[object]:
-    mark = pytest.mark.xfail(strict=True, reason="decide.py does not yet count Hibernated as Deallocated")
-    return [pytest.param(*pair, marks=mark) if pair in PENDING else pair for pair in pairs]
-
-
-@pytest.mark.parametrize(("desired", "power"), cases(sorted(TABLE, key=str)))
+@pytest.mark.parametrize(("desired", "power"), sorted(TABLE, key=str))
 def test_desired_by_observed(desired: DesiredState, power: PowerState) -> None:
     action, reason = TABLE[(desired, power)]
     d = decide(situation(desired, power))
@@ -120,7 +112,7 @@ def test_never_acts_while_azure_is_busy(desired: DesiredState, power: PowerState
     assert d.requeue_after == T.transition_poll
 
 
-@pytest.mark.parametrize(("desired", "power"), cases([(d, p) for d in DesiredState for p in PowerState]))
+@pytest.mark.parametrize(("desired", "power"), [(d, p) for d in DesiredState for p in PowerState])
 def test_provisioning_failed_does_not_block_a_settled_vm(desired: DesiredState, power: PowerState) -> None:
     failure = Failure(Reason.ALLOCATION_FAILED, "AllocationFailed", "no capacity")
     d = decide(situation(desired, observation=obs(power, ProvisioningState.FAILED, failure)))

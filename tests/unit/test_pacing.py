@@ -6,7 +6,18 @@ import asyncio
 
 import pytest
 
-from controller.pacing import AZURE_BUDGET, Kind, PacingSettings, Rate, SubscriptionPacer, TokenBucket
+from controller.pacing import (
+    AZURE_BUDGET,
+    Gate,
+    Kind,
+    Lane,
+    PacingSettings,
+    Rate,
+    SubscriptionPacer,
+    TokenBucket,
+    current_reading,
+    reading,
+)
 
 
 class Clock:
@@ -17,13 +28,16 @@ class Clock:
         return self.now
 
 
-def test_bucket_burst_then_rate() -> None:
+def test_bucket_burst_then_rate_and_never_debt() -> None:
     bucket = TokenBucket(Rate(burst=3, per_second=2), now=0.0)
-    assert [bucket.take(0.0) for _ in range(3)] == [0.0, 0.0, 0.0]
-    assert bucket.take(0.0) == pytest.approx(0.5)  # in debt: wait for the refill
-    assert bucket.wait_time(0.0) == pytest.approx(1.0)
-    assert bucket.wait_time(1.0) == pytest.approx(0.0)
-    assert bucket.take(10.0) == 0.0 and bucket.tokens == pytest.approx(2.0)  # refill is capped at the burst
+    for _ in range(3):
+        assert bucket.wait_time(0.0) == 0.0
+        bucket.take(0.0)
+    assert bucket.wait_time(0.0) == pytest.approx(0.5)  # empty: the next token comes with the refill
+    assert bucket.wait_time(0.5) == 0.0
+    bucket.give_back()
+    bucket.give_back()
+    assert bucket.wait_time(10.0) == 0.0 and bucket.tokens == pytest.approx(3.0)  # refill is capped at the burst
 
 
 def test_azure_budget_share() -> None:
@@ -35,29 +49,123 @@ def test_azure_budget_share() -> None:
     assert AZURE_BUDGET[Kind.POLL].per_second < AZURE_BUDGET[Kind.READ].per_second  # polls leave reads room
 
 
+class Drained:
+    """A gate with an empty bucket of 1 token/s on a fake clock; ``grant`` hands out one token."""
+
+    def __init__(self) -> None:
+        self.clock = Clock()
+        self.gate = Gate(Rate(burst=1, per_second=1), self.clock)
+        self.gate.bucket.take(self.clock.now)  # type: ignore[union-attr]
+        self.order: list[str] = []
+
+    async def wait(self, lane: Lane, tag: str) -> None:
+        await self.gate.acquire(lane)
+        self.order.append(tag)
+
+    async def grant(self, times: int = 1) -> None:
+        for _ in range(times):
+            self.clock.now += 1.0
+            self.gate._pump()
+            for _ in range(3):
+                await asyncio.sleep(0)  # let the granted waiter record itself
+
+
+async def test_lanes_share_tokens_6_3_1_while_all_wait() -> None:
+    d = Drained()
+    tasks = [asyncio.create_task(d.wait(lane, lane.name[0])) for lane in Lane for _ in range(30)]
+    await asyncio.sleep(0)
+    assert d.gate.waiting == 90
+    await d.grant(20)
+    counts = {tag: d.order.count(tag) for tag in "CRB"}
+    assert counts == {"C": 12, "R": 6, "B": 2}  # 60 % / 30 % / 10 %: nobody starves
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_no_debt_a_completion_read_overtakes_a_thousand_queued_gets() -> None:
+    d = Drained()
+    gets = [asyncio.create_task(d.wait(Lane.REACTION, "get")) for _ in range(1000)]
+    await asyncio.sleep(0)
+    await d.grant(5)
+    poll = asyncio.create_task(d.wait(Lane.COMPLETION, "poll"))
+    await asyncio.sleep(0)
+    await d.grant(1)
+    assert d.order[-1] == "poll"  # the next token, not the 1,001st
+    assert poll.done()
+    for task in gets:
+        task.cancel()
+    await asyncio.gather(*gets, return_exceptions=True)
+
+
+async def test_an_idle_lane_banks_no_credit() -> None:
+    d = Drained()
+    background = [asyncio.create_task(d.wait(Lane.BACKGROUND, "B")) for _ in range(100)]
+    await asyncio.sleep(0)
+    await d.grant(50)  # background alone gets every token
+    assert d.order == ["B"] * 50
+    completion = [asyncio.create_task(d.wait(Lane.COMPLETION, "C")) for _ in range(200)]
+    await asyncio.sleep(0)
+    d.order.clear()
+    await d.grant(70)
+    # 6:1 from the moment both wait (±1 for where the rounds start), not 50 grants of catching up.
+    assert 59 <= d.order.count("C") <= 61 and "B" in d.order[:8]
+    for task in background + completion:
+        task.cancel()
+    await asyncio.gather(*background, *completion, return_exceptions=True)
+
+
+async def test_a_cancelled_waiter_costs_nothing_and_a_late_cancel_gives_the_token_back() -> None:
+    d = Drained()
+    first = asyncio.create_task(d.wait(Lane.REACTION, "first"))
+    second = asyncio.create_task(d.wait(Lane.REACTION, "second"))
+    await asyncio.sleep(0)
+    first.cancel()
+    await asyncio.gather(first, return_exceptions=True)
+    await d.grant(1)
+    assert d.order == ["second"]  # the cancelled waiter took no token
+    third = asyncio.create_task(d.gate.acquire(Lane.REACTION))
+    await asyncio.sleep(0)
+    d.clock.now += 1.0
+    d.gate._pump()  # granted …
+    third.cancel()  # … but cancelled before it ran
+    await asyncio.gather(third, return_exceptions=True)
+    assert d.gate.bucket.tokens == pytest.approx(1.0)  # type: ignore[union-attr]
+
+
 async def test_reads_wait_for_tokens_and_lists_spend_reads_too() -> None:
     clock = Clock()
-    waits: list[tuple[Kind, float]] = []
-    rates = ((Kind.READ, Rate(2, 1000)), (Kind.LIST, Rate(1, 1000)))
-    pacer = SubscriptionPacer(PacingSettings(share=0, rates=rates), clock=clock, on_wait=lambda k, w: waits.append((k, w)))
+    rates = ((Kind.READ, Rate(2, 0.001)), (Kind.LIST, Rate(1, 0.001)))
+    pacer = SubscriptionPacer(PacingSettings(share=0, rates=rates), clock=clock)
     await pacer.take(Kind.LIST)  # one list token and one read token
     await pacer.take(Kind.READ)  # the second read token
-    assert waits == []
-    await pacer.take(Kind.READ)  # in debt by one: 1 ms at 1000/s
-    assert waits == [(Kind.READ, pytest.approx(0.001))]
+    task = asyncio.create_task(pacer.take(Kind.READ))
+    await asyncio.sleep(0)
+    assert not task.done() and pacer.waiting(Kind.READ) == 1
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_lanes_come_from_the_reading_context() -> None:
+    assert current_reading(Kind.POLL) == (Lane.COMPLETION, "poll")
+    assert current_reading(Kind.READ) == (Lane.REACTION, "read")
+    with reading(Lane.BACKGROUND, "walk"):
+        assert current_reading(Kind.LIST) == (Lane.BACKGROUND, "walk")
+        inner = await asyncio.create_task(asyncio.sleep(0, current_reading(Kind.READ)))  # tasks inherit it
+        assert inner == (Lane.BACKGROUND, "walk")
+    assert current_reading(Kind.LIST) == (Lane.REACTION, "list")
 
 
 async def test_throttling_pauses_the_kind_for_retry_after() -> None:
-    clock = Clock()
-    waits: list[tuple[Kind, float]] = []
-    pacer = SubscriptionPacer(PacingSettings(share=0), clock=clock, on_wait=lambda k, w: waits.append((k, w)))
+    pacer = SubscriptionPacer(PacingSettings(share=0))
+    loop = asyncio.get_running_loop()
     pacer.throttled(Kind.READ, 0.05)
-    await pacer.take(Kind.WRITE)  # another kind is not paused
-    assert waits == []
-    await pacer.take(Kind.READ)
-    assert waits == [(Kind.READ, pytest.approx(0.05))]
+    await asyncio.wait_for(pacer.take(Kind.WRITE), 1)  # another kind is not paused
+    start = loop.time()
+    await asyncio.wait_for(pacer.take(Kind.READ), 5)
+    assert loop.time() - start >= 0.045
     pacer.throttled(Kind.LIST, None)  # no Retry-After: one second
-    assert pacer._paused_until[Kind.LIST] == pytest.approx(clock.now + 1.0)
+    assert pacer._gates[Kind.LIST].paused_until == pytest.approx(loop.time() + 1.0, abs=0.05)
 
 
 async def test_operations_take_turns_by_namespace() -> None:
@@ -75,7 +183,7 @@ async def test_operations_take_turns_by_namespace() -> None:
     await asyncio.wait_for(asyncio.gather(*tasks), 5)
     # b1 goes at once; then turns alternate, so one namespace's burst cannot starve the others.
     assert order == ["b1", "b2", "q1", "o1", "b3", "b4"]
-    assert pacer.in_flight == 0 and pacer.waiting == 0
+    assert pacer.in_flight == 0 and pacer.operations_waiting == 0
 
 
 async def test_in_flight_cap_holds_the_rest() -> None:
@@ -88,7 +196,7 @@ async def test_in_flight_cap_holds_the_rest() -> None:
 
     tasks = [asyncio.create_task(operate(i)) for i in range(5)]
     await asyncio.sleep(0.01)
-    assert granted == [0, 1] and pacer.in_flight == 2 and pacer.waiting == 3
+    assert granted == [0, 1] and pacer.in_flight == 2 and pacer.operations_waiting == 3
     pacer.release()
     await asyncio.sleep(0.01)
     assert granted == [0, 1, 2] and pacer.in_flight == 2
@@ -136,38 +244,16 @@ async def test_a_cancelled_waiter_gives_its_turn_away() -> None:
 
 
 async def test_a_queued_poll_charges_the_read_budget_only_when_it_goes() -> None:
-    """Pollers waiting for poll tokens must not push a walk's page behind reads not yet made."""
+    """Pollers waiting for poll tokens must not take the read tokens a walk's page needs."""
     clock = Clock()
-    rates = ((Kind.READ, Rate(3, 1000)), (Kind.POLL, Rate(1, 20)), (Kind.LIST, Rate(5, 1000)))
+    rates = ((Kind.READ, Rate(3, 0.001)), (Kind.POLL, Rate(1, 0.001)), (Kind.LIST, Rate(5, 0.001)))
     pacer = SubscriptionPacer(PacingSettings(share=0, rates=rates), clock=clock)
     await pacer.take(Kind.POLL)  # the poll token and one read token
     waiting = [asyncio.create_task(pacer.take(Kind.POLL)) for _ in range(5)]
-    await asyncio.sleep(0)  # all five now sleep on the poll bucket, 50-250 ms
-    assert not any(t.done() for t in waiting)
-    assert pacer._buckets[Kind.READ].tokens == pytest.approx(2)  # not charged by the waiting polls
-    waits: list[tuple[Kind, float]] = []
-    pacer._on_wait = lambda k, w: waits.append((k, w))
-    await pacer.take(Kind.LIST)  # the walk's page goes at once
-    assert waits == []
+    await asyncio.sleep(0)
+    assert not any(t.done() for t in waiting) and pacer.waiting(Kind.POLL) == 5
+    assert pacer._gates[Kind.READ].bucket.tokens == pytest.approx(2)  # type: ignore[union-attr]
+    await asyncio.wait_for(pacer.take(Kind.LIST), 1)  # the walk's page goes at once
     for task in waiting:
         task.cancel()
     await asyncio.gather(*waiting, return_exceptions=True)
-
-
-async def test_a_waiter_cancelled_in_the_bucket_gives_its_token_back() -> None:
-    clock = Clock()
-    waits: list[tuple[Kind, float]] = []
-    pacer = SubscriptionPacer(PacingSettings(share=0, rates=((Kind.READ, Rate(1, 0.01)),)), clock=clock,
-                              on_wait=lambda k, w: waits.append((k, w)))
-    await pacer.take(Kind.READ)
-    task = asyncio.create_task(pacer.take(Kind.READ))  # would wait 100 s for its token
-    await asyncio.sleep(0)
-    assert pacer._buckets[Kind.READ].tokens == pytest.approx(-1)
-    clock.now += 2.5
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    bucket = pacer._buckets[Kind.READ]
-    bucket._refill(clock.now)
-    assert bucket.tokens == pytest.approx(0.025)  # the debt is gone: only the refill since
-    assert waits == [(Kind.READ, pytest.approx(2.5))]  # the time really waited, not the 100 s planned

@@ -11,7 +11,7 @@ from controller.decide import Decision, LastOperation, Result, StartFailures
 from controller.gpuvm import VmRef
 from controller.power import Action, Observation, PowerState, ProvisioningState, Trigger, VmFacts
 from controller.reasons import Reason
-from controller.status import PreviousStatus, merge_patch, read_status, render_status
+from controller.status import PreviousStatus, read_status, render_status
 
 NOW = dt.datetime(2026, 11, 25, 12, 0, 0, tzinfo=dt.timezone.utc)
 VM = VmRef("3f2c1a7e-0d4b-4c52-9a51-6f0e1d2c3b4a", "rg-gpu", "vm-a100")
@@ -153,11 +153,3 @@ def test_read_tolerates_garbage() -> None:
     assert read_status(broken) == PreviousStatus()
     no_time = {"lastOperation": {"action": "Start", "trigger": "Spec", "startedAt": "yesterday", "result": "InProgress"}}
     assert read_status(no_time).last_operation is None
-
-
-def test_merge_patch() -> None:
-    old = {"a": 1, "b": {"c": 2, "d": 3}, "gone": True, "list": [1]}
-    new = {"a": 1, "b": {"c": 2, "d": 4}, "list": [1, 2], "added": "x"}
-    assert merge_patch(old, new) == {"b": {"d": 4}, "gone": None, "list": [1, 2], "added": "x"}
-    assert merge_patch(new, new) == {}
-    assert merge_patch({}, {"a": None}) == {"a": None}

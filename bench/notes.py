@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bench.report import _ms, _s
+from bench.units import _ms, _s
 
 SUMMARY = (
     "Targets marked **missed** are listed right below and explained in \"What limits the operator\" with this "

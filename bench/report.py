@@ -9,6 +9,9 @@ from collections.abc import Mapping
 from importlib import metadata
 from typing import Any
 
+from bench import notes  # the prose, kept apart from the formatting
+from bench.units import _ms, _s
+
 
 def machine() -> dict[str, Any]:
     model = ""
@@ -38,14 +41,6 @@ def machine() -> dict[str, Any]:
         "kernel": platform.release(),
         "packages": versions,
     }
-
-
-def _ms(v: float | None) -> str:
-    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else (f"{v:.1f} ms" if v < 1000 else f"{v / 1000:.2f} s")
-
-
-def _s(v: float | None) -> str:
-    return "—" if v is None else f"{v:.1f} s"
 
 
 def targets(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -146,7 +141,7 @@ def _cpu_table(doc: Mapping[str, Any]) -> str:
 
 
 def markdown(doc: Mapping[str, Any]) -> str:
-    from bench import notes  # the prose, kept apart from the formatting
+
 
     m = doc["machine"]
     out = [

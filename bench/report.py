@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import platform
 from collections.abc import Mapping
@@ -141,8 +140,6 @@ def _cpu_table(doc: Mapping[str, Any]) -> str:
 
 
 def markdown(doc: Mapping[str, Any]) -> str:
-
-
     m = doc["machine"]
     out = [
         "# Benchmarks",

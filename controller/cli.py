@@ -17,6 +17,7 @@ from typing import NoReturn
 # subcommand being run is imported: `run` must not carry what other subcommands need.
 _SUBCOMMANDS = {
     "run": "controller.operator",
+    "check": "controller.check",
 }
 # Subcommands that live outside the operator package (the test bed: `demo`, `azure-sim`,
 # `kube-emulator`) register here as entry points, so the operator never imports them and an

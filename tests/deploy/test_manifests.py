@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from controller.azure_compute import ROLE_FILE, ROLE_NAME
+from controller.check import PERMISSIONS_READ
 from controller.config import parse_config
 from controller.credentials import CredentialMode
 from tests.deploy.conftest import (
@@ -459,6 +460,7 @@ EXPECTED_ACTIONS = [
     "Microsoft.Compute/locations/operations/read",
     "Microsoft.Resources/tags/read",
     "Microsoft.Resources/tags/write",
+    "Microsoft.Authorization/permissions/read",
 ]
 
 
@@ -473,7 +475,9 @@ def test_azure_role_definition() -> None:
     for action in role["Actions"]:
         assert "*" not in action
         assert not re.search(r"/(write|delete)$", action) or action == "Microsoft.Resources/tags/write", action
-    assert not any(a.startswith("Microsoft.Authorization/") for a in role["Actions"])
+    # Nothing over authorization (no role assignments: no way to grant itself more) but reading its
+    # own permissions, which `gpuvm-operator check` needs (deploy/azure/README.md).
+    assert [a for a in role["Actions"] if a.startswith("Microsoft.Authorization/")] == [PERMISSIONS_READ]
     (scope,) = role["AssignableScopes"]
     assert re.fullmatch(r"/subscriptions/<[a-z-]+>/resourceGroups/<[a-z-]+>", scope), "templated, resource-group scope"
 

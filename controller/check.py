@@ -42,7 +42,7 @@ from azure.identity import CredentialUnavailableError
 from controller import __version__
 from controller.azure_compute import ROLE_FILE, ROLE_NAME, AzureCompute, AzureFailureError, Grant, translate
 from controller.config import ConfigError, OperatorConfig, add_run_arguments, config_from_args
-from controller.credentials import CredentialConfigError, build_credential
+from controller.credentials import CredentialConfigError, build_credential, precedence_warning
 from controller.gpuvm import (
     GROUP,
     PLURAL,
@@ -593,11 +593,15 @@ async def _azure_checks(config: OperatorConfig, *, pre: bool, groups: Sequence[t
     timeout = config.connect_timeout
     mode = config.credential.mode
     title = f"credential '{mode.value}'"
+    warning = precedence_warning(mode)  # the warning `run` logs: a stray secret beats Workload Identity
+    fix = (f"{warning}; " if warning else "") + (
+        "set up the identity the message names (docs/install.md; README: credential errors users actually hit), "
+        "or choose another with --credential")
     try:
         credential = build_credential(config.credential)
     except CredentialConfigError as e:  # `run` reports it through the same translation
         failure = translate(CredentialUnavailableError(message=str(e)), mode=mode)
-        out.append(Result("azure.credential", "Azure", title, Status.FAIL, failure.message, _credential_fix()))
+        out.append(Result("azure.credential", "Azure", title, Status.FAIL, failure.message, fix))
         return
     azure = AzureCompute(credential, config.azure)
     try:
@@ -605,10 +609,12 @@ async def _azure_checks(config: OperatorConfig, *, pre: bool, groups: Sequence[t
             expires = await _bounded(azure.check_credential(), timeout, "the token request")
         except (AzureFailureError, TimeoutError) as e:
             detail = e.failure.message if isinstance(e, AzureFailureError) else str(e)
-            out.append(Result("azure.credential", "Azure", title, Status.FAIL, detail, _credential_fix()))
+            out.append(Result("azure.credential", "Azure", title, Status.FAIL, detail, fix))
             return
-        out.append(Result("azure.credential", "Azure", title, Status.OK,
-                          f"token for {config.azure.scope} valid until {expires:%Y-%m-%dT%H:%M:%SZ}"))
+        token = f"token for {config.azure.scope} valid until {expires:%Y-%m-%dT%H:%M:%SZ}"
+        out.append(Result("azure.credential", "Azure", title, Status.WARN, f"{token}, but {warning}",
+                          "keep one identity in the pod's environment") if warning
+                   else Result("azure.credential", "Azure", title, Status.OK, token))
         try:
             subscriptions = await _bounded(azure.list_subscriptions(), timeout, "Azure Resource Manager")
         except (AzureFailureError, TimeoutError) as e:
@@ -633,11 +639,6 @@ async def _azure_checks(config: OperatorConfig, *, pre: bool, groups: Sequence[t
             out.extend(await _consent_checks(azure, config, named, timeout=timeout))
     finally:
         await azure.close()
-
-
-def _credential_fix() -> str:
-    return ("set up the identity the message names (docs/install.md; README: credential errors users actually hit), "
-            "or choose another with --credential")
 
 
 async def _permission_check(azure: AzureCompute, subscription: str, group: str, *, claims: bool,

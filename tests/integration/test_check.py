@@ -516,3 +516,18 @@ def test_pre_checks_what_exists_before_an_install(world: Sandbox, env: dict[str,
         "no resource group to check: no GpuVm names one; give --resource-group RESOURCE_GROUP"
     )
     assert without_group.returncode == 0
+
+
+def test_a_stray_secret_beside_workload_identity_is_named(world: Sandbox, env: dict[str, str], tmp_path: Path) -> None:
+    """`--credential auto` with both: DefaultAzureCredential takes the secret; check says so, as run logs it."""
+    token_file = tmp_path / "federated-token"
+    token_file.write_text("a.b.c")
+    stray = {"AZURE_TENANT_ID": "00000000-0000-0000-0000-000000000001", "AZURE_CLIENT_ID": "client",
+             "AZURE_CLIENT_SECRET": "stray", "AZURE_FEDERATED_TOKEN_FILE": str(token_file),
+             "AZURE_AUTHORITY_HOST": f"https://127.0.0.1:{free_port()}"}  # sign-in fails at once, on loopback
+    config = with_flag(with_flag(flags(world), "--credential", "auto"), "--simulator-token-file", None)
+    ran = check(*config, "--connect-timeout", "20", env={**env, **stray})
+    credential = ran.checks["azure.credential"]
+    assert ran.returncode == 1 and credential["status"] == "fail"
+    assert credential["fix"].startswith("both a service principal (AZURE_CLIENT_SECRET or AZURE_CLIENT_CERTIFICATE_PATH) "
+                                        "and workload identity (AZURE_FEDERATED_TOKEN_FILE) are configured")

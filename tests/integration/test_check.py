@@ -493,7 +493,9 @@ def test_consent_only_in_the_served_namespaces_and_selector(world: Sandbox, env:
     ran = check(*flags(world), "--namespace", NS, "--selector", "shard=a", env=env)
     assert ran.returncode == 0 and ran.status("consent.gpuvms") == "skip"
     ran = check(*flags(world), "--namespace", NS, env=env)
-    assert ran.checks["consent.opt-in"]["detail"].endswith("; not: vm-untagged") and ran.returncode == 1
+    assert ran.checks["consent.opt-in"]["detail"] == "1 of 2 VMs the GpuVms name carry gpuvm-managed=true; not: vm-untagged"
+    ran = check(*flags(world), "--namespace", "res*", env=env)  # a kopf pattern: the namespaces matching it
+    assert ran.checks["consent.opt-in"]["detail"] == "0 of 1 VMs the GpuVms name carry gpuvm-managed=true; not: vm-untagged"
 
 
 # ------------------------------------------------------------------ --pre

@@ -66,17 +66,21 @@ FROM deps AS builder
 WORKDIR /src
 # README.m[d]: the readme pyproject.toml names, copied if present (the glob may match nothing).
 COPY pyproject.toml README.m[d] ./
-# controller/data/gpuvms.gpuvm.dev.yaml is a symlink into deploy/crds: both must be here.
+# controller/data holds symlinks into deploy/ (the CRD, the Azure role `check` compares with):
+# their targets must be here.
 COPY deploy/crds/gpuvms.gpuvm.dev.yaml ./deploy/crds/
+COPY deploy/azure/gpuvm-power-operator.role.json ./deploy/azure/
 COPY controller ./controller
-# The wheel is checked for the CRD's real content (not a dangling link), installed into the
+# The wheel is checked for the data files' real content (not dangling links), installed into the
 # build's copy of the venv for `pip check` and a start-up test, and installed again under /stage
 # for the final image, where it lands in a layer of its own.
 RUN /opt/build/bin/pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /tmp/wheels . \
  && /opt/build/bin/pip --python /opt/gpuvm/bin/python install --no-cache-dir --no-index --no-deps /tmp/wheels/*.whl \
  && /opt/build/bin/pip --python /opt/gpuvm/bin/python check \
- && crd=/opt/gpuvm/lib/python3.11/site-packages/controller/data/gpuvms.gpuvm.dev.yaml \
- && test -f "$crd" && test ! -L "$crd" && cmp "$crd" deploy/crds/gpuvms.gpuvm.dev.yaml \
+ && data=/opt/gpuvm/lib/python3.11/site-packages/controller/data \
+ && test ! -L "$data/gpuvms.gpuvm.dev.yaml" && cmp "$data/gpuvms.gpuvm.dev.yaml" deploy/crds/gpuvms.gpuvm.dev.yaml \
+ && test ! -L "$data/gpuvm-power-operator.role.json" \
+ && cmp "$data/gpuvm-power-operator.role.json" deploy/azure/gpuvm-power-operator.role.json \
  && /opt/gpuvm/bin/gpuvm-operator --help >/dev/null \
  && /opt/build/bin/pip --python /opt/gpuvm/bin/python install --no-cache-dir --no-index --no-deps --no-compile \
         --ignore-installed --root /stage /tmp/wheels/*.whl \

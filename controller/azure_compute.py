@@ -359,6 +359,18 @@ class AzureSettings:
 
 # The Compute API version of azure-mgmt-compute's own calls (39.x), for the pages read as JSON.
 COMPUTE_API_VERSION = "2026-04-01"
+SUBSCRIPTIONS_API_VERSION = "2022-12-01"
+_NO_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
+_MAX_GRANTS = 1000  # role assignments at one scope: far more than any identity has
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One role assignment's permissions at a scope: an action is granted when it matches one of
+    ``actions`` and none of ``not_actions`` (wildcards, case-insensitive), as Azure evaluates them."""
+
+    actions: tuple[str, ...]
+    not_actions: tuple[str, ...] = ()
 _MAX_PAGES = 10_000  # a walk is bounded: 10,000 pages are 10 million VMs at ARM's page size
 
 
@@ -635,6 +647,38 @@ class AzureCompute:
             raise self._fail(exc, vm) from None
         properties = getattr(result, "properties", None)
         return dict(getattr(properties, "tags", None) or {})
+
+    # ---- what `gpuvm-operator check` asks besides the operator's own calls ----
+
+    async def list_subscriptions(self) -> list[str]:
+        """The subscriptions ARM shows this identity (Subscriptions - List, tenant level, no
+        action needed): proves the endpoint answers and takes the token. First page only."""
+        # A tenant-level request needs a pipeline (credential, retries, transport), not a
+        # subscription: any subscription's client has that pipeline.
+        client = self._client(_NO_SUBSCRIPTION)
+        request = HttpRequest("GET", "/subscriptions", params={"api-version": SUBSCRIPTIONS_API_VERSION})
+        try:
+            response = await client.send_request(request)
+            response.raise_for_status()
+        except Exception as exc:  # noqa: BLE001
+            raise self._fail(exc) from None
+        return [str(s.get("subscriptionId")) for s in response.json().get("value") or [] if isinstance(s, Mapping)]
+
+    async def permissions_at(self, subscription_id: str, resource_group: str) -> list[Grant]:
+        """The identity's effective permissions at a resource group, one Grant per role
+        assignment (Permissions - List For Resource Group; needs Microsoft.Authorization/permissions/read)."""
+        from azure.mgmt.authorization.aio import AuthorizationManagementClient  # only `check` needs it
+
+        grants: list[Grant] = []
+        try:
+            async with AuthorizationManagementClient(self._credential, subscription_id, **self._options()) as client:
+                async for permission in client.permissions.list_for_resource_group(resource_group):
+                    grants.append(Grant(tuple(permission.actions or ()), tuple(permission.not_actions or ())))
+                    if len(grants) >= _MAX_GRANTS:
+                        break
+        except Exception as exc:  # noqa: BLE001
+            raise self._fail(exc) from None
+        return grants
 
     async def close(self) -> None:
         for client in [*self._clients.values(), *self._tag_clients.values()]:

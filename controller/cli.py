@@ -11,11 +11,13 @@ import importlib
 import sys
 from collections.abc import Sequence
 from importlib import metadata
+from typing import NoReturn
 
 # subcommand -> the module defining add_parser(subparsers) for it. Only the module of the
 # subcommand being run is imported: `run` must not carry what other subcommands need.
 _SUBCOMMANDS = {
     "run": "controller.operator",
+    "check": "controller.check",
 }
 # Subcommands that live outside the operator package (the test bed: `demo`, `azure-sim`,
 # `kube-emulator`) register here as entry points, so the operator never imports them and an
@@ -27,13 +29,21 @@ def _plugins() -> dict[str, str]:
     return {ep.name: ep.value for ep in metadata.entry_points(group=PLUGIN_GROUP) if ep.name not in _SUBCOMMANDS}
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (exit status 2): `run`'s full usage is forty lines
+    and would bury the one that says what is wrong."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser for ``command`` alone, or for every subcommand (help, typos)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="gpuvm-operator",
         description="Kubernetes operator that switches Azure GPU VMs on and off from GpuVm resources.",
     )
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     subparsers.required = True
     known = {**_SUBCOMMANDS, **_plugins()}
     for name, module_name in known.items():

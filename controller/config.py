@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from controller.azure_compute import PUBLIC_ARM, AzureSettings
 from controller.credentials import CredentialMode, CredentialSettings
@@ -46,6 +47,7 @@ class OperatorConfig:
     priority: int = 0
     status_workers: int = 4
     metrics_port: int | None = None
+    connect_timeout: float = 30.0  # start-up's wait for the API server; each network step of `check`
     labels: tuple[tuple[str, str | None], ...] = ()  # shard by label: (key, value), value None = present
     log_format: str = "text"
 
@@ -76,6 +78,21 @@ def _env(env: Mapping[str, str], *names: str) -> str | None:
     return next((env[n] for n in names if env.get(n)), None)
 
 
+def _number(kind: type[int] | type[float], env_name: str) -> Callable[[str], int | float]:
+    """argparse's ``type`` for a number that may come from the flag or from ``env_name``: a bad
+    value is one usage error naming both, never a ValueError from building the parser."""
+
+    def parse(text: str) -> int | float:
+        try:
+            return kind(text)
+        except ValueError:
+            what = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what} (given by the flag or by {env_name})") from None
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
 def add_run_arguments(parser: argparse.ArgumentParser, env: Mapping[str, str] | None = None) -> None:
     env = os.environ if env is None else env
     azure = parser.add_argument_group("Azure")
@@ -100,21 +117,29 @@ def add_run_arguments(parser: argparse.ArgumentParser, env: Mapping[str, str] | 
                        help="claim driven VMs with the tag gpuvm-owner=NAME and refuse VMs other clusters claimed "
                             "(env GPUVM_CLUSTER_NAME); default: no claims")
     timing = parser.add_argument_group("timing")
-    timing.add_argument("--resync-interval", type=float, default=float(_env(env, "GPUVM_RESYNC_SECONDS") or 60),
+    timing.add_argument("--resync-interval", type=_number(float, "GPUVM_RESYNC_SECONDS"),
+                        default=_env(env, "GPUVM_RESYNC_SECONDS") or "60",
                         help="seconds between re-observations of settled VMs, to notice drift (env GPUVM_RESYNC_SECONDS)")
-    timing.add_argument("--transition-poll", type=float, default=float(_env(env, "GPUVM_TRANSITION_POLL_SECONDS") or 10),
+    timing.add_argument("--transition-poll", type=_number(float, "GPUVM_TRANSITION_POLL_SECONDS"),
+                        default=_env(env, "GPUVM_TRANSITION_POLL_SECONDS") or "10",
                         help="seconds between looks at a VM Azure is transitioning (env GPUVM_TRANSITION_POLL_SECONDS)")
-    timing.add_argument("--tag-refresh-interval", type=float, default=float(_env(env, "GPUVM_TAG_REFRESH_SECONDS") or 300),
+    timing.add_argument("--tag-refresh-interval", type=_number(float, "GPUVM_TAG_REFRESH_SECONDS"),
+                        default=_env(env, "GPUVM_TAG_REFRESH_SECONDS") or "300",
                         help="seconds between bulk reads of the VMs' tags (the consent); a power operation on a VM "
                              "whose tags are older than three times this reads them first (env GPUVM_TAG_REFRESH_SECONDS)")
-    timing.add_argument("--operation-poll", type=float, default=float(_env(env, "GPUVM_OPERATION_POLL_SECONDS") or 10),
+    timing.add_argument("--operation-poll", type=_number(float, "GPUVM_OPERATION_POLL_SECONDS"),
+                        default=_env(env, "GPUVM_OPERATION_POLL_SECONDS") or "10",
                         help="seconds between polls of a running operation unless Azure says otherwise")
-    timing.add_argument("--capacity-backoff", type=float, default=float(_env(env, "GPUVM_CAPACITY_BACKOFF_SECONDS") or 60),
+    timing.add_argument("--capacity-backoff", type=_number(float, "GPUVM_CAPACITY_BACKOFF_SECONDS"),
+                        default=_env(env, "GPUVM_CAPACITY_BACKOFF_SECONDS") or "60",
                         help="first back-off after a capacity failure; doubles up to --capacity-backoff-max")
-    timing.add_argument("--capacity-backoff-max", type=float, default=float(_env(env, "GPUVM_CAPACITY_BACKOFF_MAX_SECONDS") or 1800))
-    timing.add_argument("--error-retry", type=float, default=float(_env(env, "GPUVM_ERROR_RETRY_SECONDS") or 30),
+    timing.add_argument("--capacity-backoff-max", type=_number(float, "GPUVM_CAPACITY_BACKOFF_MAX_SECONDS"),
+                        default=_env(env, "GPUVM_CAPACITY_BACKOFF_MAX_SECONDS") or "1800")
+    timing.add_argument("--error-retry", type=_number(float, "GPUVM_ERROR_RETRY_SECONDS"),
+                        default=_env(env, "GPUVM_ERROR_RETRY_SECONDS") or "30",
                         help="seconds before retrying after a 5xx or timeout")
-    timing.add_argument("--denied-retry", type=float, default=float(_env(env, "GPUVM_DENIED_RETRY_SECONDS") or 300),
+    timing.add_argument("--denied-retry", type=_number(float, "GPUVM_DENIED_RETRY_SECONDS"),
+                        default=_env(env, "GPUVM_DENIED_RETRY_SECONDS") or "300",
                         help="seconds before looking again after 401/403/404 or a refusal")
     kube = parser.add_argument_group("Kubernetes")
     kube.add_argument("--namespace", action="append", default=None,
@@ -126,9 +151,13 @@ def add_run_arguments(parser: argparse.ArgumentParser, env: Mapping[str, str] | 
     kube.add_argument("--kubeconfig", default=_env(env, "KUBECONFIG"), help="kubeconfig outside a cluster")
     kube.add_argument("--kube-server", default=_env(env, "GPUVM_KUBE_SERVER"),
                       help="plain-http API server URL (the emulator); overrides in-cluster config and kubeconfig")
+    kube.add_argument("--connect-timeout", type=_number(float, "GPUVM_CONNECT_TIMEOUT_SECONDS"),
+                      default=_env(env, "GPUVM_CONNECT_TIMEOUT_SECONDS") or "30",
+                      help="seconds start-up waits for the API server before it gives up, and the bound of each network "
+                           "step of `check` (env GPUVM_CONNECT_TIMEOUT_SECONDS)")
     kube.add_argument("--peering", default=_env(env, "GPUVM_PEERING"),
                       help="kopf peering name for HA (several replicas, one active); default standalone")
-    kube.add_argument("--priority", type=int, default=int(_env(env, "GPUVM_PRIORITY") or 0),
+    kube.add_argument("--priority", type=_number(int, "GPUVM_PRIORITY"), default=_env(env, "GPUVM_PRIORITY") or "0",
                       help="this replica's peering priority (the highest active one works)")
     kube.add_argument("--resume-confirm", type=float, default=float(_env(env, "GPUVM_RESUME_CONFIRM_SECONDS") or 30),
                       help="with --peering: seconds after this replica resumes before GpuVms not listed again are "
@@ -137,17 +166,20 @@ def add_run_arguments(parser: argparse.ArgumentParser, env: Mapping[str, str] | 
                       help="only GpuVms with these labels, e.g. 'shard=a' or 'team=ml,gpu' (env GPUVM_SELECTOR): "
                            "several operators can share a cluster with disjoint selectors")
     scale = parser.add_argument_group("scale")
-    scale.add_argument("--max-operations", type=int, default=int(_env(env, "GPUVM_MAX_OPERATIONS") or 1000),
+    scale.add_argument("--max-operations", type=_number(int, "GPUVM_MAX_OPERATIONS"),
+                       default=_env(env, "GPUVM_MAX_OPERATIONS") or "1000",
                        help="power operations in flight per subscription at most (env GPUVM_MAX_OPERATIONS)")
-    scale.add_argument("--azure-budget-share", type=float, default=float(_env(env, "GPUVM_AZURE_BUDGET_SHARE") or 0.8),
+    scale.add_argument("--azure-budget-share", type=_number(float, "GPUVM_AZURE_BUDGET_SHARE"),
+                       default=_env(env, "GPUVM_AZURE_BUDGET_SHARE") or "0.8",
                        help="share of Azure's documented request budget per subscription this operator keeps to; "
                             "0 disables pacing (env GPUVM_AZURE_BUDGET_SHARE)")
     scale.add_argument("--azure-budget", action="append", metavar="KIND=BURST/PER_SECOND",
                        help="an explicit budget for one kind of request (read, list, poll, write) instead of the share of "
                             "Azure's, e.g. 'write=400/20' where a subscription's limits are known to differ; repeatable "
                             "(env GPUVM_AZURE_BUDGET, space-separated)")
-    scale.add_argument("--metrics-port", type=int, default=int(_env(env, "GPUVM_METRICS_PORT") or 0) or None,
-                       help="serve Prometheus metrics on this port (env GPUVM_METRICS_PORT); default off")
+    scale.add_argument("--metrics-port", type=_number(int, "GPUVM_METRICS_PORT"),
+                       default=_env(env, "GPUVM_METRICS_PORT"),
+                       help="serve Prometheus metrics on this port (env GPUVM_METRICS_PORT); default (or 0) off")
     scale.add_argument("--log-format", choices=["text", "json"], default=_env(env, "GPUVM_LOG_FORMAT") or "text",
                        help="log lines as text or as JSON objects (env GPUVM_LOG_FORMAT)")
 
@@ -211,8 +243,17 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
         raise ConfigError(f"--max-operations must be at least 1, got {args.max_operations}")
     max_operations = args.max_operations
     budgets = parse_budgets(args.azure_budget or (env.get("GPUVM_AZURE_BUDGET") or "").split())
-    if args.metrics_port is not None and not 0 < args.metrics_port < 65536:
-        raise ConfigError(f"--metrics-port must be a TCP port, got {args.metrics_port}")
+    metrics_port = args.metrics_port or None  # 0: off, as unset
+    if metrics_port is not None and not 0 < metrics_port < 65536:
+        raise ConfigError(f"--metrics-port must be a TCP port, got {metrics_port}")
+    if args.liveness:
+        try:
+            liveness = urlsplit(args.liveness)
+            liveness.port  # noqa: B018 - raises ValueError on a port that is not one
+        except ValueError:
+            liveness = None
+        if liveness is None or liveness.scheme != "http" or not liveness.hostname:
+            raise ConfigError(f"--liveness must be an http:// URL such as http://0.0.0.0:8080/healthz, got {args.liveness}")
     mode = CredentialMode(args.credential)
     token = None
     if args.simulator_token_file:
@@ -259,7 +300,8 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
         kubeconfig=args.kubeconfig,
         peering=args.peering,
         priority=args.priority,
-        metrics_port=args.metrics_port,
+        metrics_port=metrics_port,
+        connect_timeout=_check_positive("--connect-timeout", args.connect_timeout),
         labels=parse_selector(args.selector),
         log_format=args.log_format,
     )

@@ -32,13 +32,13 @@ def parse_tag_setting(value: str) -> tuple[str, str] | None:
     text = value.strip()
     if text.lower() in ("none", "off", "disabled"):
         return None
-    name, sep, tag_value = text.partition("=")
-    if not sep or not name.strip() or not tag_value.strip():
+    name, sep, wanted = text.partition("=")
+    if not sep or not name.strip() or not wanted.strip():
         raise ValueError(f"expected NAME=VALUE or 'none', got {value!r}")
-    return name.strip(), tag_value.strip()
+    return name.strip(), wanted.strip()
 
 
-def _tag(tags: Mapping[str, str], name: str) -> str | None:
+def tag_value(tags: Mapping[str, str], name: str) -> str | None:
     """Azure tag names are case-insensitive."""
     lowered = name.lower()
     return next((v for k, v in tags.items() if k.lower() == lowered), None)
@@ -48,7 +48,7 @@ def check(tags: Mapping[str, str], *, namespace: str, settings: GuardSettings) -
     """None when the VM consents to being driven from ``namespace``; otherwise why not."""
     if settings.managed_tag is not None:
         name, wanted = settings.managed_tag
-        actual = _tag(tags, name)
+        actual = tag_value(tags, name)
         if actual is None or actual.strip().lower() != wanted.lower():
             seen = "it has no such tag" if actual is None else f'it has {name}="{actual}"'
             return Failure(
@@ -56,7 +56,7 @@ def check(tags: Mapping[str, str], *, namespace: str, settings: GuardSettings) -
                 "NotManaged",
                 f'the VM does not opt in to this operator: add the Azure tag {name}="{wanted}" to it ({seen})',
             )
-    allowed = _tag(tags, settings.namespaces_tag)
+    allowed = tag_value(tags, settings.namespaces_tag)
     if allowed is not None:
         names = {n.strip() for n in allowed.split(",") if n.strip()}
         if "*" not in names and namespace not in names:
@@ -79,7 +79,7 @@ def check(tags: Mapping[str, str], *, namespace: str, settings: GuardSettings) -
 
 def owner_of(tags: Mapping[str, str], settings: GuardSettings) -> str | None:
     """The cluster that claimed the VM, if any."""
-    return _tag(tags, settings.owner_tag)
+    return tag_value(tags, settings.owner_tag)
 
 
 def needs_claim(tags: Mapping[str, str], settings: GuardSettings) -> bool:

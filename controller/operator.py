@@ -342,6 +342,9 @@ def _run(args: argparse.Namespace) -> int:
         # most of the log and a good part of the CPU. The operator logs what matters itself.
         logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
         logging.getLogger("azure.identity").setLevel(logging.WARNING)
+    from controller.check import preflight
+
+    preflight(config)  # a start-up mistake ends here: one line, its own exit code (README)
     try:
         run_operator(config)
     except Exception as e:

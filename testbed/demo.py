@@ -21,6 +21,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
 
+from controller.check import role_actions
+from controller.config import parse_config
 from testbed.azuresim import Fault, SimulatorConfig, SimVm, Timings
 from testbed.sandbox import Azure, Cluster, Sandbox, ready_of, settled
 
@@ -28,6 +30,9 @@ SUBSCRIPTION = "6c1f8b2e-3d4a-4f5b-9c8d-7e6f5a4b3c2d"
 RESOURCE_GROUP = "rg-ai-gpu"
 NAMESPACE = "ml"
 MANAGED = {"gpuvm-managed": "true", "team": "ml"}
+
+# The operator signs in with exactly the actions of the custom role (deploy/azure), as it should in Azure.
+ROLE_TOKEN = "demo-gpuvm-power-operator"
 
 # Azure takes minutes; the demo runs its clock 20x faster so it finishes in well under a minute.
 SPEEDUP = 20.0
@@ -157,6 +162,7 @@ def _sandbox(workdir: Path) -> Sandbox:
     config = SimulatorConfig(
         timings=timings,
         retry_after=0.25,
+        restricted_tokens={ROLE_TOKEN: role_actions()},
         ca_file=str(workdir / "azure-sim-ca.pem"),
         faults=(Fault.parse("op=start vm=vm-a100-01 error=AllocationFailed times=1 after=1"),),
     )
@@ -226,7 +232,9 @@ def run_demo(*, timeout: float, out: TextIO, live: bool) -> int:
                   f"{AZURE_START_SECONDS / SPEEDUP:.0f} s); operator log: {log_file}", file=out)
             for vm in VMS:
                 print(f"  {vm.gpuvm:<14} {vm.vm:<11} {vm.size:<26} {vm.story}", file=out)
-            world.start_operator(world.operator_flags(subscription=SUBSCRIPTION, timing=TIMING_FLAGS))
+            flags = world.operator_flags(subscription=SUBSCRIPTION, timing=TIMING_FLAGS)
+            flags[flags.index("--simulator-token-file") + 1] = str(world.token_file(ROLE_TOKEN))
+            world.start_operator(flags)
             _create_gpuvms(cluster)
             script = Script(cluster=cluster, azure=azure, say=screen.note)
             deadline = started + timeout
@@ -240,7 +248,8 @@ def run_demo(*, timeout: float, out: TextIO, live: bool) -> int:
                     break
                 time.sleep(0.25)  # the screen's refresh rate, not a wait for an effect
             _summary(out, cluster=cluster, azure=azure, elapsed=time.monotonic() - started, converged=converged, timeout=timeout)
-        return 0 if converged else 1
+            checked = _check(out, flags, live=live)
+        return 0 if converged and checked else 1
     finally:
         root.removeHandler(handler)
         handler.close()
@@ -273,6 +282,16 @@ def _summary(out: TextIO, *, cluster: Cluster, azure: Azure, elapsed: float, con
         op = status.get("lastOperation") or {}
         print(f"  {name:<14} {status.get('powerState', '-'):<12} last: {op.get('action', '-')} {op.get('result', '')} "
               f"({op.get('trigger', '-')})", file=out)
+
+
+def _check(out: TextIO, flags: Sequence[str], *, live: bool) -> bool:
+    """``gpuvm-operator check`` with the operator's own flags, against the demo's world."""
+    from controller.check import exit_code, render_text, run_checks
+
+    print("\n$ gpuvm-operator check  (with the operator's flags)", file=out)
+    results = run_checks(parse_config(list(flags)), pre=False)
+    print(render_text(results, tty=live), file=out, flush=True)
+    return exit_code(results) == 0
 
 
 def add_parser(subparsers: Any) -> None:

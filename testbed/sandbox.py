@@ -79,6 +79,23 @@ def crd_files(directory: Path) -> list[Path]:
     ]
 
 
+def write_kubeconfig(path: Path, server: str, *, token: str | None = None, context: str = "kubeemu") -> Path:
+    """A kubeconfig for ``server`` (the emulator's plain-http URL), as kubectl and the official
+    client read it; ``token`` is sent as the bearer token when given."""
+    user: dict[str, Any] = {"token": token} if token else {}
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": context, "cluster": {"server": server}}],
+        "users": [{"name": context, "user": user}],
+        "contexts": [{"name": context, "context": {"cluster": context, "user": context}}],
+        "current-context": context,
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
 class Cluster:
     """The Kubernetes side, through the official client, as kubectl users see it.
 

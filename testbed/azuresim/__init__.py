@@ -2,13 +2,14 @@
 
 It serves virtual machines (get, instance view, list / list_all with statusOnly and paging),
 their power operations as ARM long-running operations that take configurable time, the Tags
-API, ARM's authentication / RBAC / throttling answers, and injected faults; and it records what
+API, the list of subscriptions, the caller's permissions at a resource group, ARM's
+authentication / RBAC / throttling answers, and injected faults; and it records what
 it saw for tests and benchmarks. See ``server.py`` for the request pipeline, ``model.py`` for
 the power state machine, ``faults.py`` for the fault spec syntax and ``vmfile.py`` for the YAML
 format. Run it with ``gpuvm-operator azure-sim``.
 """
 
-from .config import SimulatorConfig
+from .config import Permission, SimulatorConfig
 from controller.static_token import AsyncStaticTokenCredential, StaticTokenCredential
 from .faults import Fault, FaultKind, FaultSpecError
 from .model import (
@@ -41,6 +42,7 @@ __all__ = [
     "OperationError",
     "Origin",
     "Overlap",
+    "Permission",
     "PowerAction",
     "PowerState",
     "RequestRecord",

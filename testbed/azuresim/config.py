@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .faults import Fault
@@ -11,13 +11,27 @@ from .throttling import ThrottlingConfig
 
 
 @dataclass(frozen=True)
+class Permission:
+    """One role assignment of a restricted token, as Azure's permissions API returns it.
+
+    An action is granted when it matches one of ``actions`` and none of ``not_actions`` (glob
+    patterns, case-insensitive): Contributor is ``Permission(("*",), ("Microsoft.Authorization/*/Write", ...))``.
+    A token's grants are the union of its permissions, as Azure's effective permissions are.
+    """
+
+    actions: tuple[str, ...]
+    not_actions: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class SimulatorConfig:
     """Settings of one :class:`~testbed.azuresim.server.AzureComputeSimulator`.
 
     ``token`` is the bearer token with every permission (random when None).
     ``restricted_tokens`` maps further tokens to the RBAC actions they hold (glob patterns such
-    as ``Microsoft.Compute/virtualMachines/*``), so least-privilege setups can be tried: any other
-    action answers 403 ``AuthorizationFailed`` naming it.
+    as ``Microsoft.Compute/virtualMachines/*``), or to :class:`Permission` values (one per role
+    assignment, with notActions), so least-privilege setups can be tried: any other action
+    answers 403 ``AuthorizationFailed`` naming it. The permissions API answers with them.
     ``retry_after`` is the ``Retry-After`` (seconds, fractions allowed) on running operations;
     the initial 202 carries it rounded up to whole seconds, because azure-mgmt-compute parses that
     header as an integer and a fraction makes ``begin_*`` raise.
@@ -27,7 +41,7 @@ class SimulatorConfig:
     host: str = "127.0.0.1"
     port: int = 0
     token: str | None = None
-    restricted_tokens: Mapping[str, Collection[str]] = field(default_factory=dict)
+    restricted_tokens: Mapping[str, Collection[str] | Sequence[Permission]] = field(default_factory=dict)
     timings: Timings = field(default_factory=Timings)
     retry_after: float = 10.0
     page_size: int = 1000

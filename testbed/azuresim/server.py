@@ -32,7 +32,7 @@ import json
 import secrets
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlencode
@@ -40,7 +40,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from . import wire
-from .config import SimulatorConfig
+from .config import Permission, SimulatorConfig
 from .faults import Fault, FaultKind, FaultSet
 from .model import (
     Operation,
@@ -95,9 +95,13 @@ def parse_route(method: str, path: str, *, monitor: bool = False) -> _Route:
     segs = [s for s in path.split("/") if s]
     low = [s.lower() for s in segs]
     n = len(segs)
+    if low == ["subscriptions"]:
+        return _Route(OpName.SUBSCRIPTIONS if method == "GET" else OpName.UNKNOWN)
     if n < 2 or low[0] != "subscriptions":
         return _Route(OpName.UNKNOWN)
     sub = segs[1]
+    if n == 7 and low[2] == "resourcegroups" and low[4:7] == ["providers", "microsoft.authorization", "permissions"]:
+        return _Route(OpName.PERMISSIONS if method == "GET" else OpName.UNKNOWN, sub, segs[3])
     if n == 5 and low[2:5] == ["providers", "microsoft.compute", "virtualmachines"]:
         return _Route(OpName.LIST_ALL if method == "GET" else OpName.UNKNOWN, sub)
     if n == 8 and low[2:5] == ["providers", "microsoft.compute", "locations"] and low[6] == "operations":
@@ -126,18 +130,30 @@ def parse_route(method: str, path: str, *, monitor: bool = False) -> _Route:
 
 
 class _Principal:
-    __slots__ = ("object_id", "patterns", "admin")
+    """A token's identity and its role assignments: (actions, notActions) per assignment."""
 
-    def __init__(self, token: str, patterns: Iterable[str] | None) -> None:
+    __slots__ = ("object_id", "grants", "admin")
+
+    def __init__(self, token: str, grants: Collection[str] | Sequence[Permission] | None) -> None:
         self.object_id = str(uuid.uuid5(uuid.NAMESPACE_OID, "azuresim-principal:" + token))
-        self.patterns = None if patterns is None else tuple(p.lower() for p in patterns)
-        self.admin = patterns is None
+        self.admin = grants is None
+        if grants is None:
+            self.grants: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = ((("*",), ()),)
+        elif all(isinstance(g, Permission) for g in grants):
+            self.grants = tuple((tuple(g.actions), tuple(g.not_actions)) for g in grants)  # type: ignore[union-attr]
+        elif all(isinstance(g, str) for g in grants):
+            self.grants = ((tuple(grants), ()),)  # type: ignore[arg-type]
+        else:
+            raise TypeError("a restricted token holds action patterns or Permission values, not a mix")
 
     def allows(self, action: str) -> bool:
-        if self.patterns is None:
-            return True
+        """Azure's rule: some assignment has a matching action and no matching notAction."""
         action = action.lower()
-        return any(fnmatch.fnmatchcase(action, p) for p in self.patterns)
+        return any(
+            any(fnmatch.fnmatchcase(action, a.lower()) for a in actions)
+            and not any(fnmatch.fnmatchcase(action, n.lower()) for n in not_actions)
+            for actions, not_actions in self.grants
+        )
 
 
 class _Dropped(Exception):
@@ -590,6 +606,8 @@ class AzureComputeSimulator:
         now = self._now()
         wall_now = self._wall0 + timedelta(seconds=now - self._mono0)
         headers = {"x-ms-request-id": str(uuid.uuid4())}
+        if route.op is OpName.SUBSCRIPTIONS:  # tenant level: no subscription's buckets, no action needed
+            return self._json(200, wire.subscriptions(self._subscription_ids()), headers)
         assert sub is not None
         headers.update(self._throttler.arm(
             write=request.method != "GET", subscription=sub, principal=principal.object_id, now=now,
@@ -610,6 +628,8 @@ class AzureComputeSimulator:
         headers.update(self._throttler.compute(route.op, subscription=sub, vm=vm.key if vm else None, now=now, wall=wall_now))
 
         op = route.op
+        if op is OpName.PERMISSIONS:
+            return self._json(200, wire.permissions(principal.grants), headers)
         if op is OpName.GET:
             assert vm is not None
             expand = (query.get("$expand") or "").lower() == "instanceview"
@@ -645,6 +665,10 @@ class AzureComputeSimulator:
                 headers=headers,
             )
         return ArmError(status, code, fault.message or f"Injected fault: {code}.", headers=headers)
+
+    def _subscription_ids(self) -> list[str]:
+        """Every subscription the simulator's VMs are in, as first spelled."""
+        return sorted({vms[0].spec.subscription_id for vms in self._by_sub.values()}, key=str.lower)
 
     def _scope(self, route: _Route, path: str) -> str:
         if route.op in (OpName.OPERATION_STATUS, OpName.OPERATION_RESULT):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .model import OperationError, PowerState, SimVm, VmRecord
@@ -32,6 +32,8 @@ class OpName(str, enum.Enum):
     TAGS_PUT = "Tags.CreateOrUpdateAtScope"
     TAGS_PATCH = "Tags.UpdateAtScope"
     TAGS_DELETE = "Tags.DeleteAtScope"
+    SUBSCRIPTIONS = "Subscriptions.List"
+    PERMISSIONS = "Permissions.ListForResourceGroup"
     UNKNOWN = "Unknown"
 
     @property
@@ -55,6 +57,8 @@ _SHORT = {
     OpName.TAGS_PUT: "tagsPut",
     OpName.TAGS_PATCH: "tagsPatch",
     OpName.TAGS_DELETE: "tagsDelete",
+    OpName.SUBSCRIPTIONS: "subscriptions",
+    OpName.PERMISSIONS: "permissions",
     OpName.UNKNOWN: "unknown",
 }
 
@@ -62,7 +66,8 @@ POWER_OPS = frozenset({OpName.START, OpName.DEALLOCATE, OpName.POWER_OFF, OpName
 READ_OPS = frozenset({OpName.GET, OpName.INSTANCE_VIEW, OpName.LIST, OpName.LIST_ALL})
 TAG_OPS = frozenset({OpName.TAGS_GET, OpName.TAGS_PUT, OpName.TAGS_PATCH, OpName.TAGS_DELETE})
 
-# RBAC action each operation needs (Microsoft's action strings).
+# RBAC action each operation needs (Microsoft's action strings). Listing subscriptions needs none:
+# ARM answers every signed-in caller with the subscriptions it has any access to.
 REQUIRED_ACTION: Mapping[OpName, str] = {
     OpName.GET: "Microsoft.Compute/virtualMachines/read",
     OpName.LIST: "Microsoft.Compute/virtualMachines/read",
@@ -79,6 +84,8 @@ REQUIRED_ACTION: Mapping[OpName, str] = {
     OpName.TAGS_PUT: "Microsoft.Resources/tags/write",
     OpName.TAGS_PATCH: "Microsoft.Resources/tags/write",
     OpName.TAGS_DELETE: "Microsoft.Resources/tags/delete",
+    # https://learn.microsoft.com/rest/api/authorization/permissions/list-for-resource-group
+    OpName.PERMISSIONS: "Microsoft.Authorization/permissions/read",
 }
 
 
@@ -419,3 +426,23 @@ def delete_tags(current: Mapping[str, str], remove: Mapping[str, str]) -> dict[s
             continue
         kept[name] = value
     return kept
+
+
+def subscriptions(ids: Iterable[str]) -> dict[str, Any]:
+    """Subscriptions - List (api-version 2022-12-01): one page, as a tenant with few has it."""
+    return {"value": [
+        {"id": f"/subscriptions/{sid}", "subscriptionId": sid, "displayName": f"simulated {sid[:8]}",
+         "state": "Enabled", "tenantId": SIMULATED_TENANT}
+        for sid in ids
+    ]}
+
+
+SIMULATED_TENANT = "00000000-0000-0000-0000-00000000a2e5"
+
+
+def permissions(grants: Iterable[tuple[tuple[str, ...], tuple[str, ...]]]) -> dict[str, Any]:
+    """Permissions - List For Resource Group: one entry per role assignment (actions, notActions)."""
+    return {"value": [
+        {"actions": list(actions), "notActions": list(not_actions), "dataActions": [], "notDataActions": []}
+        for actions, not_actions in grants
+    ]}

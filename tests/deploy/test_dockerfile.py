@@ -287,12 +287,18 @@ def test_dockerignore_lets_in_everything_the_dockerfile_copies(stages: list[Stag
                 assert not excluded_from_context(relative), f"COPY {source}: {relative} is excluded by .dockerignore"
 
 
-def test_crd_symlink_target_is_in_the_build_context() -> None:
-    """controller/data ships the CRD as a symlink: the wheel built in the image must find its target."""
-    link = ROOT / "controller" / "data" / "gpuvms.gpuvm.dev.yaml"
+@pytest.mark.parametrize("link", sorted((ROOT / "controller" / "data").iterdir()), ids=lambda p: p.name)
+def test_data_symlink_targets_are_in_the_build_context(link: Path) -> None:
+    """controller/data ships the CRDs and the Azure role as symlinks into deploy/: the wheel built in
+    the image must find their targets, and the build checks each one landed as a real file."""
+    assert link.is_symlink(), f"{link}: controller/data holds links to deploy/, the files users apply"
     target = link.resolve()
     assert target.is_file(), f"{link} points at a missing file"
-    assert not excluded_from_context(target.relative_to(ROOT).as_posix())
+    relative = target.relative_to(ROOT).as_posix()
+    assert not excluded_from_context(relative)
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(rf"^COPY {re.escape(relative)} ", dockerfile, re.MULTILINE), f"the Dockerfile must COPY {relative}"
+    assert re.search(rf"cmp \S*{re.escape(link.name)}\S* {re.escape(relative)}", dockerfile), "checked after the wheel build"
 
 
 def _normalize(name: str) -> str:

@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from controller.azure_compute import ROLE_FILE, ROLE_NAME
+from controller.check import PERMISSIONS_READ
 from controller.config import parse_config
 from controller.credentials import CredentialMode
 from tests.deploy.conftest import (
@@ -127,10 +128,25 @@ def test_every_install_is_listed() -> None:
     assert on_disk - components - helpers == set(INSTALLS.values())
 
 
-def test_crds_kustomization_lists_every_crd_file() -> None:
-    crds = ROOT / "deploy" / "crds"
-    listed = yaml.safe_load((crds / "kustomization.yaml").read_text())["resources"]
-    assert sorted(listed) == sorted(p.name for p in crds.glob("*.yaml") if p.name != "kustomization.yaml")
+CRDS = ROOT / "deploy" / "crds"
+KOPF_PEERING = CRDS / "kopf-peering"
+
+
+@pytest.mark.parametrize("directory", [CRDS, KOPF_PEERING], ids=["crds", "kopf-peering"])
+def test_crds_kustomization_lists_every_crd_file(directory: Path) -> None:
+    """The same CRDs for `kubectl apply -f DIR/` and `kubectl apply -k DIR`; kubectl -f skips the
+    extension-less `Kustomization`, and would choke on a kustomization.yaml."""
+    assert not (directory / "kustomization.yaml").exists() and not (directory / "kustomization.yml").exists()
+    listed = yaml.safe_load((directory / "Kustomization").read_text())["resources"]
+    assert sorted(listed) == sorted(p.name for p in directory.glob("*.yaml"))
+
+
+def test_project_crds_and_kopf_peering_crds_are_apart() -> None:
+    def names(directory: Path) -> set[str]:
+        return {d["metadata"]["name"] for p in directory.glob("*.yaml") for d in yaml.safe_load_all(p.read_text()) if d}
+
+    assert all(name.endswith(".gpuvm.dev") for name in names(CRDS))
+    assert names(KOPF_PEERING) == PEERING_CRDS
 
 
 # ------------------------------------------------------------------ hardening, every container
@@ -304,7 +320,8 @@ def test_no_wildcards_and_no_secrets_access(install: str) -> None:
 def test_standalone_installs_leave_kopf_peering_crds_alone(install: str) -> None:
     objects = render(install)
     crds = {o["metadata"]["name"] for o in of_kind(objects, "CustomResourceDefinition")}
-    assert crds == {"gpuvms.gpuvm.dev"}
+    assert crds == {d["metadata"]["name"] for d in of_kind(render(CRDS), "CustomResourceDefinition")}
+    assert "gpuvms.gpuvm.dev" in crds and not crds & PEERING_CRDS
     assert len(deployments(objects)) == 1
     assert "GPUVM_PEERING" not in operator_env(objects, "gpuvm-operator")
 
@@ -443,6 +460,7 @@ EXPECTED_ACTIONS = [
     "Microsoft.Compute/locations/operations/read",
     "Microsoft.Resources/tags/read",
     "Microsoft.Resources/tags/write",
+    "Microsoft.Authorization/permissions/read",
 ]
 
 
@@ -457,7 +475,9 @@ def test_azure_role_definition() -> None:
     for action in role["Actions"]:
         assert "*" not in action
         assert not re.search(r"/(write|delete)$", action) or action == "Microsoft.Resources/tags/write", action
-    assert not any(a.startswith("Microsoft.Authorization/") for a in role["Actions"])
+    # Nothing over authorization (no role assignments: no way to grant itself more) but reading its
+    # own permissions, which `gpuvm-operator check` needs (deploy/azure/README.md).
+    assert [a for a in role["Actions"] if a.startswith("Microsoft.Authorization/")] == [PERMISSIONS_READ]
     (scope,) = role["AssignableScopes"]
     assert re.fullmatch(r"/subscriptions/<[a-z-]+>/resourceGroups/<[a-z-]+>", scope), "templated, resource-group scope"
 
@@ -509,7 +529,10 @@ def test_docs_name_real_paths_and_settings(doc: Path) -> None:
     text = doc.read_text()
     for path in re.findall(r"apply (?:--server-side )?-k ([\w./-]+)", text):
         if path.startswith("deploy/"):
-            assert (ROOT / path / "kustomization.yaml").exists(), path
+            assert any((ROOT / path / name).exists() for name in ("kustomization.yaml", "Kustomization")), path
+    for path in re.findall(r"apply (?:--server-side )?-f ([\w./-]+)", text):
+        if path.startswith("deploy/"):
+            assert (ROOT / path).exists(), path
     for setting in set(re.findall(r"\bGPUVM_[A-Z_]+\b", text)):
         assert setting in KNOWN_SETTINGS, f"{doc.name}: {setting} is not a setting of controller/config.py"
     for path in re.findall(r"(?<![\w/.-])((?:deploy|docs|controller|tests)/[\w./-]+\.(?:yaml|json|bicep|sh|md|py|env))\b", text):

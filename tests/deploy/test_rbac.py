@@ -17,8 +17,11 @@ against the Azure simulator, which enforces the role's actions per request.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +31,9 @@ from kubernetes import client
 
 from testbed.azuresim import SimulatorConfig, SimVm, Timings
 from testbed.azuresim.wire import REQUIRED_ACTION, OpName
+from controller.check import CLAIM_ACTIONS
 from controller.gpuvm import GROUP, PLURAL, VERSION
+from controller.kube import OPERATOR_ACCESS, KubeAccess, peering_access
 from testbed.kubeemu.access import Access, request_attributes
 from testbed.sandbox import Cluster, Sandbox, wait_for
 from tests.deploy.conftest import (
@@ -255,11 +260,20 @@ def test_default_install_rbac_is_exactly_what_the_operator_uses(standalone_run: 
     assert_exact(objects, operator_accesses(log))
 
 
+def kinds_of(accesses: Iterable[KubeAccess]) -> set[tuple[str, str, str, str]]:
+    return {(a.verb, a.group, a.resource, a.subresource) for a in accesses}
+
+
+def recorded_kinds(log: Iterable[Access], *resources: str) -> set[tuple[str, str, str, str]]:
+    return {(a.verb, a.api_group, a.resource, a.subresource) for a in operator_accesses(log)
+            if a.is_resource_request and (not resources or a.resource in resources)}
+
+
 def test_standalone_operator_calls(standalone_run: Any) -> None:
-    """The recorded request kinds, spelled out: what the ClusterRole comments claim."""
+    """The recorded request kinds are exactly controller.kube.OPERATOR_ACCESS, the list
+    `gpuvm-operator check` asks the API server about: what the ClusterRole comments claim."""
     _, log = standalone_run
-    kinds = {(a.verb, a.api_group, a.resource, a.subresource) for a in operator_accesses(log) if a.is_resource_request}
-    assert kinds == {
+    assert recorded_kinds(log) == kinds_of(OPERATOR_ACCESS) == {
         ("list", GROUP, PLURAL, ""),
         ("watch", GROUP, PLURAL, ""),
         ("patch", GROUP, PLURAL, ""),  # kopf: finalizer, progress annotations
@@ -275,6 +289,9 @@ def test_ha_rbac_is_exactly_what_peering_operators_use(ha_run: Any) -> None:
     objects, log, _ = ha_run
     grants = assert_exact(objects, operator_accesses(log))
     assert any(g.via.startswith("ClusterRole/gpuvm-operator-peering") for g in grants)
+    name = operator_env(objects, "gpuvm-operator-a")["GPUVM_PEERING"]
+    assert recorded_kinds(log, "clusterkopfpeerings") == kinds_of(peering_access(name, clusterwide=True))
+    assert recorded_kinds(log) == kinds_of(OPERATOR_ACCESS) | kinds_of(peering_access(name, clusterwide=True))
 
 
 def test_ha_replicas_peer_with_distinct_priorities(ha_run: Any) -> None:
@@ -390,13 +407,11 @@ def role() -> dict[str, Any]:
     return json.loads((AZURE / "gpuvm-power-operator.role.json").read_text())
 
 
-# Written only with claims on (GPUVM_CLUSTER_NAME): the tag gpuvm-owner through the Tags API.
-CLAIM_ACTIONS = {"Microsoft.Resources/tags/read", "Microsoft.Resources/tags/write"}
-
-
 @pytest.mark.parametrize("claims", [False, True], ids=["no-claims", "claims"])
 def test_azure_role_is_enough_and_used_against_the_simulator(tmp_path: Path, claims: bool) -> None:
-    """The simulator refuses any action the token lacks (403 AuthorizationFailed naming it)."""
+    """The simulator refuses any action the token lacks (403 AuthorizationFailed naming it).
+    The operator's lifecycle and then `gpuvm-operator check` (which reads the identity's own
+    permissions) together use every action of the role."""
     actions = role()["Actions"]
     token = "sim-token-gpuvm-power-operator"
     objects = render("default")
@@ -404,12 +419,18 @@ def test_azure_role_is_enough_and_used_against_the_simulator(tmp_path: Path, cla
     sb = sandbox_for(objects, tmp_path, simulator=config)
     try:
         extra = ["--cluster-name", "aks-test"] if claims else []
-        sb.start_operator([*flags(sb, token_file=sb.token_file(token)), *extra], operator_env(objects, "gpuvm-operator"))
+        operator_flags = [*flags(sb, token_file=sb.token_file(token)), *extra]
+        env = operator_env(objects, "gpuvm-operator")
+        sb.start_operator(operator_flags, env)
         lifecycle(sb)
         assert sb.azure is not None
+        check = subprocess.run([sys.executable, "-m", "controller", "check", *operator_flags, "--resource-group", RG],
+                               env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
         log = sb.azure.requests()
     finally:
         sb.stop()
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert f"OK   permissions at /subscriptions/{SUB}/resourceGroups/{RG}: the {5 + 2 * claims} actions" in check.stdout
     assert [(r.method, r.path, r.status) for r in log if r.status in (401, 403)] == []
     used = {REQUIRED_ACTION[OpName(r.operation)] for r in log if OpName(r.operation) in REQUIRED_ACTION}
     assert used <= set(actions)

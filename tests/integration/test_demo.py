@@ -16,3 +16,10 @@ def test_demo_converges() -> None:
     assert "AllocationFailed" in text  # the capacity failure was shown, then recovered
     assert "Deallocate Succeeded (Drift)" in text  # the portal start was corrected
     assert "a10-inference  Deallocated  last: Deallocate Succeeded (Spec)" in text
+    # `gpuvm-operator check` with the operator's flags passes against the demo's world, whose
+    # operator signs in with exactly the custom role's actions.
+    checked = text.split("$ gpuvm-operator check  (with the operator's flags)\n", 1)[1].splitlines()
+    assert checked[-1].startswith("All ") and checked[-1].endswith(" checks passed.")
+    assert ("  OK   permissions at /subscriptions/6c1f8b2e-3d4a-4f5b-9c8d-7e6f5a4b3c2d/resourceGroups/rg-ai-gpu: "
+            "the 5 actions the operator uses, nothing more (the tags actions are used only with --cluster-name)") in checked
+    assert "  OK   opt-in tag: 4 of 4 VMs the GpuVms name carry gpuvm-managed=true" in checked

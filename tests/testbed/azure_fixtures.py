@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
+from azure.mgmt.authorization import AuthorizationManagementClient
 from azure.mgmt.compute import ComputeManagementClient
 from azure.mgmt.compute.aio import ComputeManagementClient as AioComputeManagementClient
 from azure.mgmt.resource.resources import ResourceManagementClient
@@ -116,6 +117,11 @@ def resource_client(thread: ServerThread, *, token: str | None = None, **overrid
 def aio_resource_client(thread: ServerThread, *, token: str | None = None, **overrides: Any) -> AioResourceManagementClient:
     sim = sim_of(thread)
     return AioResourceManagementClient(AsyncStaticTokenCredential(token or sim.token), SUB, **client_kwargs(sim, **overrides))
+
+
+def authorization_client(thread: ServerThread, *, token: str | None = None) -> AuthorizationManagementClient:
+    sim = sim_of(thread)
+    return AuthorizationManagementClient(StaticTokenCredential(token or sim.token), SUB, **client_kwargs(sim))
 
 
 def vm_scope(name: str, resource_group: str = RG) -> str:

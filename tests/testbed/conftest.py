@@ -25,7 +25,7 @@ from testbed.serving import ServerThread
 DATA = Path(__file__).parent / "data"
 ROOT = Path(__file__).parents[2]
 KUBEEMU_CRDS = [DATA / "kubeemu-widgets.yaml"]
-PROJECT_CRDS = crd_files(ROOT / "deploy" / "crds")
+PROJECT_CRDS = crd_files(ROOT / "deploy" / "crds") + crd_files(ROOT / "deploy" / "crds" / "kopf-peering")
 
 
 @pytest.fixture

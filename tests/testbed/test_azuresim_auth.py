@@ -5,15 +5,18 @@ from __future__ import annotations
 import pytest
 import requests
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
+from azure.core.rest import HttpRequest
 
-from testbed.azuresim import NO_RESPONSE, OpName
+from testbed.azuresim import NO_RESPONSE, OpName, Permission, SimVm
 from tests.testbed.azure_fixtures import (
     RG,
     SUB,
     aio_compute_client,
+    authorization_client,
     azure_sim,
     azure_sim_factory,
     compute_client,
+    default_vms,
     fast_config,
     resource_client,
     sim_of,
@@ -95,3 +98,73 @@ def test_admin_endpoints_need_the_full_token(azure_sim_factory) -> None:
     assert ok.status_code == 200 and len(ok.json()) == 5
     assert NO_RESPONSE not in {st for _, st in thread.run_sync(sim.counters)}  # admin calls are not recorded
     assert thread.run_sync(sim.counters) == {}
+
+
+# ------------------------------------------------------------------ the caller's permissions
+
+CONTRIBUTOR = Permission(
+    ("*",),
+    ("Microsoft.Authorization/*/Delete", "Microsoft.Authorization/*/Write", "Microsoft.Authorization/elevateAccess/Action"),
+)
+
+
+def permissions_of(thread, token: str, resource_group: str = RG) -> list[tuple[list[str], list[str]]]:
+    client = authorization_client(thread, token=token)
+    try:
+        return [(p.actions, p.not_actions) for p in client.permissions.list_for_resource_group(resource_group)]
+    finally:
+        client.close()
+
+
+def test_permissions_api_answers_each_tokens_grants_through_the_sdk(azure_sim_factory) -> None:
+    thread = azure_sim_factory(fast_config(restricted_tokens={
+        "operator": ["Microsoft.Compute/virtualMachines/read", "Microsoft.Authorization/permissions/read"],
+        "two-roles": [CONTRIBUTOR, Permission(("*/read",))],
+    }))
+    sim = sim_of(thread)
+    assert permissions_of(thread, sim.token) == [(["*"], [])]
+    assert permissions_of(thread, "operator") == [
+        (["Microsoft.Compute/virtualMachines/read", "Microsoft.Authorization/permissions/read"], [])]
+    assert permissions_of(thread, "two-roles") == [(list(CONTRIBUTOR.actions), list(CONTRIBUTOR.not_actions)), (["*/read"], [])]
+    assert thread.run_sync(sim.count, OpName.PERMISSIONS, 200) == 3
+
+
+def test_permissions_api_needs_permissions_read_and_an_existing_group(azure_sim_factory) -> None:
+    thread = azure_sim_factory(fast_config(restricted_tokens={"vm-reader": ["Microsoft.Compute/virtualMachines/read"]}))
+    with pytest.raises(HttpResponseError) as denied:
+        permissions_of(thread, "vm-reader")
+    assert denied.value.status_code == 403
+    assert "'Microsoft.Authorization/permissions/read'" in denied.value.error.message
+    assert f"over scope '/subscriptions/{SUB}/resourceGroups/{RG}'" in denied.value.error.message
+    with pytest.raises(HttpResponseError) as missing:
+        permissions_of(thread, sim_of(thread).token, "rg-nowhere")
+    assert missing.value.status_code == 404 and missing.value.error.code == "ResourceGroupNotFound"
+
+
+def test_not_actions_take_away_what_the_same_assignment_grants(azure_sim_factory) -> None:
+    """Contributor's '*' minus its notActions; another assignment can still grant an excluded action."""
+    no_start = Permission(("Microsoft.Compute/virtualMachines/*",), ("Microsoft.Compute/virtualMachines/start/action",))
+    thread = azure_sim_factory(fast_config(restricted_tokens={
+        "no-start": [no_start],
+        "no-start-but-another-role": [no_start, Permission(("Microsoft.Compute/virtualMachines/start/action",
+                                                            "Microsoft.Compute/locations/operations/read"))],
+    }))
+    blocked = compute_client(thread, token="no-start")
+    assert blocked.virtual_machines.get(RG, "vm-1").name == "vm-1"
+    with pytest.raises(HttpResponseError) as start:
+        blocked.virtual_machines.begin_start(RG, "vm-1")
+    assert start.value.status_code == 403 and "virtualMachines/start/action" in start.value.error.message
+    allowed = compute_client(thread, token="no-start-but-another-role")
+    allowed.virtual_machines.begin_start(RG, "vm-1").result()
+    assert thread.run_sync(sim_of(thread).vm_state, "vm-1").power_state.value == "running"
+
+
+def test_subscription_list_needs_only_a_valid_token(azure_sim_factory) -> None:
+    other = "00000000-0000-0000-0000-0000000000bb"
+    vms = [*default_vms(), SimVm(subscription_id=other, resource_group=RG, name="vm-b")]
+    thread = azure_sim_factory(fast_config(restricted_tokens={"nothing": []}), vms)
+    request = HttpRequest("GET", "/subscriptions", params={"api-version": "2022-12-01"})
+    listed = compute_client(thread, token="nothing").send_request(request)
+    assert listed.status_code == 200
+    assert [s["subscriptionId"] for s in listed.json()["value"]] == [SUB, other]
+    assert compute_client(thread, token="wrong").send_request(request).status_code == 401

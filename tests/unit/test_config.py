@@ -58,6 +58,10 @@ def test_exact_namespaces_need_no_scanning() -> None:
         (["--azure-budget", "writes=1/1"], "--azure-budget: 'writes=1/1' is not KIND=BURST/PER_SECOND with KIND one of read, list, poll, write"),
         (["--azure-budget", "write=400"], "--azure-budget: 'write=400' is not KIND=BURST/PER_SECOND"),
         (["--azure-budget", "write=0/10"], "--azure-budget: 'write=0/10' needs a burst of at least 1 and a positive rate"),
+        (["--connect-timeout", "0"], "--connect-timeout must be a positive number of seconds, got 0.0"),
+        (["--liveness", "0.0.0.0:8080"], "--liveness must be an http:// URL such as http://0.0.0.0:8080/healthz"),
+        (["--liveness", "http://0.0.0.0:http/healthz"], "--liveness must be an http:// URL"),
+        (["--metrics-port", "70000"], "--metrics-port must be a TCP port, got 70000"),
     ],
 )
 def test_bad_values_are_refused_with_the_flag_named(argv: list[str], message: str) -> None:
@@ -100,3 +104,15 @@ def test_run_does_not_load_the_simulator_or_the_emulator() -> None:
     assert out.strip().splitlines()[-1] == "[]"
     assert "azure-sim" in subprocess.run([sys.executable, "-m", "controller", "--help"], capture_output=True,
                                          text=True, timeout=60).stdout
+
+
+def test_numbers_from_the_environment_are_checked_like_flags() -> None:
+    """A bad number in a ConfigMap is a usage error naming flag and variable, not a ValueError."""
+    import argparse
+
+    with pytest.raises(argparse.ArgumentError, match="'soon' is not a number \\(given by the flag or by GPUVM_CONNECT_TIMEOUT_SECONDS\\)"):
+        parse_config([], env={"GPUVM_CONNECT_TIMEOUT_SECONDS": "soon"})
+    config = parse_config([], env={"GPUVM_CONNECT_TIMEOUT_SECONDS": "7.5", "GPUVM_PRIORITY": "3", "GPUVM_METRICS_PORT": "0"})
+    assert (config.connect_timeout, config.priority, config.metrics_port) == (7.5, 3, None)
+    assert parse_config(["--metrics-port", "9090"], env={"GPUVM_METRICS_PORT": "0"}).metrics_port == 9090
+    assert parse_config([], env={}).connect_timeout == 30

@@ -693,7 +693,7 @@ async def _group_tags(azure: AzureCompute, subscription: str, group: str) -> dic
     continuation: str | None = None
     while True:
         page, continuation = await azure.list_tags_page(subscription, group, continuation)
-        seen.update(page)
+        seen.update({key: tags for key, (tags, _) in page.items()})
         if continuation is None:
             return seen
 

@@ -45,7 +45,11 @@ class Ran:
     @property
     def checks(self) -> dict[str, dict[str, Any]]:
         """``check --output json``'s checks by name."""
-        return {c["name"]: c for c in json.loads(self.stdout)["checks"]}
+        try:
+            document = json.loads(self.stdout)
+        except ValueError:
+            raise AssertionError(f"not JSON (exit {self.returncode}): {self.stdout!r}; stderr: {self.stderr!r}") from None
+        return {c["name"]: c for c in document["checks"]}
 
     def status(self, name: str) -> str:
         return self.checks[name]["status"]

@@ -73,8 +73,14 @@ def azure_config() -> SimulatorConfig:
 
 
 @pytest.fixture
-def world(azure_config: SimulatorConfig, azure_vms: list[SimVm], tmp_path: Path) -> Iterator[Sandbox]:
-    with Sandbox(crds=CRDS, simulator=azure_config, vms=azure_vms, workdir=tmp_path, namespace=NS) as sandbox:
+def crds() -> list[Path]:
+    """The CRDs the emulator serves: this project's, as deploy/crds installs them."""
+    return CRDS
+
+
+@pytest.fixture
+def world(azure_config: SimulatorConfig, azure_vms: list[SimVm], crds: list[Path], tmp_path: Path) -> Iterator[Sandbox]:
+    with Sandbox(crds=crds, simulator=azure_config, vms=azure_vms, workdir=tmp_path, namespace=NS) as sandbox:
         yield sandbox
 
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import kopf._core.engines.peering as kopf_peering
 import pytest
 
 from testbed.azuresim import SimulatorConfig
-from testbed.sandbox import Azure, Cluster, Sandbox, free_port, probe, wait_for
-from tests.integration.conftest import FAST, FAST_FLAGS, SUB, vm_id
+from testbed.sandbox import Azure, Cluster, Sandbox, crd_files, free_port, probe, wait_for
+from tests.integration.conftest import CRDS, FAST, FAST_FLAGS, ROOT, SUB, vm_id
 
 PEERING = "gpuvm-operator"
 TOKEN_A, TOKEN_B = "sim-token-replica-a", "sim-token-replica-b"
@@ -27,6 +28,12 @@ def principal(token: str) -> str:
 @pytest.fixture
 def azure_config() -> SimulatorConfig:
     return SimulatorConfig(timings=FAST, retry_after=0.05, restricted_tokens={TOKEN_A: EVERYTHING, TOKEN_B: EVERYTHING})
+
+
+@pytest.fixture
+def crds() -> list[Path]:
+    """This project's CRDs and kopf's peering CRDs, which an HA install applies too."""
+    return [*CRDS, *crd_files(ROOT / "deploy" / "crds" / "kopf-peering")]
 
 
 @pytest.fixture(autouse=True)

@@ -62,8 +62,8 @@ FROM deps AS builder
 WORKDIR /src
 # README.m[d]: the readme pyproject.toml names, copied if present (the glob may match nothing).
 COPY pyproject.toml README.m[d] ./
-# controller/data/gpuvms.gpuvm.dev.yaml is a symlink into deploy/crds: both must be here.
-COPY deploy/crds/gpuvms.gpuvm.dev.yaml ./deploy/crds/
+# controller/data/*.gpuvm.dev.yaml are symlinks into deploy/crds: both must be here.
+COPY deploy/crds/gpuvms.gpuvm.dev.yaml deploy/crds/gpuvmclaims.gpuvm.dev.yaml ./deploy/crds/
 COPY controller ./controller
 # The wheel is checked for the CRD's real content (not a dangling link), installed into the
 # build's copy of the venv for `pip check` and a start-up test, and installed again under /stage
@@ -71,12 +71,14 @@ COPY controller ./controller
 RUN /opt/build/bin/pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /tmp/wheels . \
  && /opt/build/bin/pip --python /opt/gpuvm/bin/python install --no-cache-dir --no-index --no-deps /tmp/wheels/*.whl \
  && /opt/build/bin/pip --python /opt/gpuvm/bin/python check \
- && crd=/opt/gpuvm/lib/python3.11/site-packages/controller/data/gpuvms.gpuvm.dev.yaml \
- && test -f "$crd" && test ! -L "$crd" && cmp "$crd" deploy/crds/gpuvms.gpuvm.dev.yaml \
+ && for kind in gpuvms gpuvmclaims; do \
+        crd=/opt/gpuvm/lib/python3.11/site-packages/controller/data/$kind.gpuvm.dev.yaml \
+        && test -f "$crd" && test ! -L "$crd" && cmp "$crd" deploy/crds/$kind.gpuvm.dev.yaml || exit 1; \
+    done \
  && /opt/gpuvm/bin/gpuvm-operator --help >/dev/null \
  && /opt/build/bin/pip --python /opt/gpuvm/bin/python install --no-cache-dir --no-index --no-deps --no-compile \
         --ignore-installed --root /stage /tmp/wheels/*.whl \
- && test -x /stage/opt/gpuvm/bin/gpuvm-operator \
+ && test -x /stage/opt/gpuvm/bin/gpuvm-operator && test -x /stage/opt/gpuvm/bin/kubectl-gpuvm \
  && /opt/gpuvm/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash -s /stage -p / /stage/opt/gpuvm/lib
 
 FROM runtime-base

@@ -287,11 +287,14 @@ def test_dockerignore_lets_in_everything_the_dockerfile_copies(stages: list[Stag
                 assert not excluded_from_context(relative), f"COPY {source}: {relative} is excluded by .dockerignore"
 
 
-def test_crd_symlink_target_is_in_the_build_context() -> None:
-    """controller/data ships the CRD as a symlink: the wheel built in the image must find its target."""
-    link = ROOT / "controller" / "data" / "gpuvms.gpuvm.dev.yaml"
+@pytest.mark.parametrize("crd", ["gpuvms.gpuvm.dev.yaml", "gpuvmclaims.gpuvm.dev.yaml"])
+def test_crd_symlink_target_is_in_the_build_context(crd: str) -> None:
+    """controller/data ships the CRDs as symlinks: the wheel built in the image must find their targets."""
+    link = ROOT / "controller" / "data" / crd
+    assert link.is_symlink(), f"{link} is not a link into deploy/crds"
     target = link.resolve()
     assert target.is_file(), f"{link} points at a missing file"
+    assert target == ROOT / "deploy" / "crds" / crd
     assert not excluded_from_context(target.relative_to(ROOT).as_posix())
 
 

@@ -454,6 +454,8 @@ def claim_state(claim: Claim, live: Liveness, vm: GpuVmView | None) -> ClaimStat
         detail = f"{vm.reason}: {vm.message}" if vm.message else vm.reason
         if vm.ready and not vm.current:
             detail = "its status is not yet up to date with its spec"
+        elif vm.ready and vm.desired is DesiredState.AUTO:  # settled before this claim counted
+            detail = "a start is due for this claim"
     else:
         detail = "the operator has not written its status yet"
     power = f" (power {vm.power_state})" if vm.power_state else ""

@@ -469,6 +469,8 @@ def test_an_evicted_vm_puts_claims_back_to_waiting_and_says_so() -> None:
         (vm(power_state=None, ready=False, reason=None, message=None), "has not written its status yet"),
         (vm(power_state="Starting", ready=False, reason="Starting", message=None), "(power Starting): Starting"),
         (vm(desired=None, ready=False, reason="InvalidSpec", message="spec.desiredState: bad"), "InvalidSpec"),
+        (vm(power_state="Deallocated", ready=True, reason="Reconciled", message="VM is deallocated as desired by Auto"),
+         "GpuVm a100 (power Deallocated): a start is due for this claim"),
     ],
 )
 def test_not_running_and_ready_means_waiting(view: GpuVmView, fragment: str) -> None:

@@ -298,17 +298,17 @@ class Progress:
 class _Keeper(threading.Thread):
     """Follows the claim (watch) and renews its lease, from creation until the claim is let go.
 
-    One thread does both so the number of requests stays bounded: each watch request lasts until
-    the next renewal is due (at most 30 s) and resumes from the last resourceVersion; a 410 or a
-    broken stream is repaired with one list.
+    One thread does both so the number of requests stays bounded: a list, then watch requests
+    that last until the next renewal is due (at most 30 s) and resume from the last
+    resourceVersion; a 410 or a broken stream is repaired with a list again.
     """
 
     def __init__(self, *, api: kubernetes.client.CustomObjectsApi, namespace: str, name: str,
-                 resource_version: str, lease: dt.timedelta | None, progress: Progress) -> None:
+                 lease: dt.timedelta | None, progress: Progress) -> None:
         super().__init__(name=f"gpuvm-claim-{name}", daemon=True)
         self._api = api
         self.namespace, self.claim_name = namespace, name
-        self._rv: str | None = resource_version
+        self._rv: str | None = None  # list, then watch from the list's resourceVersion
         self._lease = lease
         self._progress = progress
         self._stop_flag = threading.Event()
@@ -361,6 +361,17 @@ class _Keeper(threading.Thread):
         self._next_renew = time.monotonic() + self._renew_every
         self._rv = obj["metadata"].get("resourceVersion", self._rv)
         self._set(view=ClaimView.of(obj), error=None)
+
+    def refresh(self) -> ClaimView:
+        """The claim as the API has it now (for the last word on a timeout); the cached view if that fails."""
+        try:
+            obj = self._api.get_namespaced_custom_object(GROUP, VERSION, self.namespace, CLAIM_PLURAL, self.claim_name,
+                                                         _request_timeout=_REQUEST_TIMEOUT)
+        except kubernetes.client.ApiException as e:
+            return ClaimView(deleted=True) if e.status == 404 else self.view
+        except Exception:  # noqa: BLE001 - the cached view is still an answer
+            return self.view
+        return ClaimView.of(obj)
 
     def _relist(self) -> None:
         items = _call(
@@ -509,8 +520,7 @@ def claim(
         if lease is not None:
             held_by += (" and " if held_by else "") + f"a lease of {_format_duration(lease)}"
         printer.update(f"claim {ns}/{name} created ({held_by}); waiting for the operator to bind it")
-        keeper = _Keeper(api=api, namespace=ns, name=name, resource_version=created["metadata"]["resourceVersion"],
-                         lease=lease, progress=printer)
+        keeper = _Keeper(api=api, namespace=ns, name=name, lease=lease, progress=printer)
         keeper.start()
         _wait_ready(keeper, deadline=time.monotonic() + timeout.total_seconds(), timeout=timeout, gpu_vm=gpu_vm,
                     namespace=ns, printer=printer, tick=while_waiting)
@@ -543,6 +553,9 @@ def _wait_ready(keeper: _Keeper, *, deadline: float, timeout: dt.timedelta, gpu_
             if remaining <= 0:
                 if error is not None:
                     raise error
+                view = keeper.refresh()
+                if view.ready:
+                    return
                 raise TimedOut(f"GpuVm {gpu_vm} not ready within {_format_duration(timeout)}; last: {view.describe()}")
             keeper.changed.wait(min(remaining, 0.1 if printer.spinning else 0.25))
             if tick is not None:

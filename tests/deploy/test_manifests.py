@@ -304,7 +304,7 @@ def test_no_wildcards_and_no_secrets_access(install: str) -> None:
 def test_standalone_installs_leave_kopf_peering_crds_alone(install: str) -> None:
     objects = render(install)
     crds = {o["metadata"]["name"] for o in of_kind(objects, "CustomResourceDefinition")}
-    assert crds == {"gpuvms.gpuvm.dev"}
+    assert crds == {"gpuvms.gpuvm.dev", "gpuvmclaims.gpuvm.dev"}
     assert len(deployments(objects)) == 1
     assert "GPUVM_PEERING" not in operator_env(objects, "gpuvm-operator")
 

@@ -331,9 +331,9 @@ def test_project_crds_load(co: client.CustomObjectsApi) -> None:
             "apiVersion": "gpuvm.dev/v1alpha1", "kind": "GpuVm", "metadata": {"name": "h"},
             "spec": {"vm": {"resourceGroup": "rg", "name": "vm1"}, "desiredState": "Foo"}})
     assert error(e)["message"] == ('GpuVm.gpuvm.dev "h" is invalid: spec.desiredState: Unsupported value: "Foo": '
-                                   'supported values: "Running", "Deallocated"')
+                                   'supported values: "Running", "Deallocated", "Auto"')
     assert error(e)["details"]["causes"] == [{"reason": "FieldValueNotSupported", "field": "spec.desiredState",
-                                             "message": 'Unsupported value: "Foo": supported values: "Running", "Deallocated"'}]
+                                             "message": 'Unsupported value: "Foo": supported values: "Running", "Deallocated", "Auto"'}]
 
 
 def test_stats_count_requests(kube_emulator: Any, co: client.CustomObjectsApi) -> None:

@@ -66,9 +66,9 @@ FROM deps AS builder
 WORKDIR /src
 # README.m[d]: the readme pyproject.toml names, copied if present (the glob may match nothing).
 COPY pyproject.toml README.m[d] ./
-# controller/data holds symlinks into deploy/ (the CRD, the Azure role `check` compares with):
+# controller/data holds symlinks into deploy/ (the CRDs, the Azure role `check` compares with):
 # their targets must be here.
-COPY deploy/crds/gpuvms.gpuvm.dev.yaml ./deploy/crds/
+COPY deploy/crds/gpuvms.gpuvm.dev.yaml deploy/crds/gpuvmclaims.gpuvm.dev.yaml ./deploy/crds/
 COPY deploy/azure/gpuvm-power-operator.role.json ./deploy/azure/
 COPY controller ./controller
 # The wheel is checked for the data files' real content (not dangling links), installed into the
@@ -78,13 +78,15 @@ RUN /opt/build/bin/pip wheel --no-cache-dir --no-deps --no-build-isolation --whe
  && /opt/build/bin/pip --python /opt/gpuvm/bin/python install --no-cache-dir --no-index --no-deps /tmp/wheels/*.whl \
  && /opt/build/bin/pip --python /opt/gpuvm/bin/python check \
  && data=/opt/gpuvm/lib/python3.11/site-packages/controller/data \
- && test ! -L "$data/gpuvms.gpuvm.dev.yaml" && cmp "$data/gpuvms.gpuvm.dev.yaml" deploy/crds/gpuvms.gpuvm.dev.yaml \
+ && for kind in gpuvms gpuvmclaims; do \
+        test ! -L "$data/$kind.gpuvm.dev.yaml" && cmp "$data/$kind.gpuvm.dev.yaml" deploy/crds/$kind.gpuvm.dev.yaml || exit 1; \
+    done \
  && test ! -L "$data/gpuvm-power-operator.role.json" \
  && cmp "$data/gpuvm-power-operator.role.json" deploy/azure/gpuvm-power-operator.role.json \
  && /opt/gpuvm/bin/gpuvm-operator --help >/dev/null \
  && /opt/build/bin/pip --python /opt/gpuvm/bin/python install --no-cache-dir --no-index --no-deps --no-compile \
         --ignore-installed --root /stage /tmp/wheels/*.whl \
- && test -x /stage/opt/gpuvm/bin/gpuvm-operator \
+ && test -x /stage/opt/gpuvm/bin/gpuvm-operator && test -x /stage/opt/gpuvm/bin/kubectl-gpuvm \
  && /opt/gpuvm/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash -s /stage -p / /stage/opt/gpuvm/lib
 
 FROM runtime-base

@@ -3,6 +3,7 @@
     python -m bench [--only reaction,completion,bulk,footprint,burst,compare] [--quick]
                     [--report docs/benchmarks.md] [--json reports/benchmarks.json]
     python -m bench --render reports/benchmarks.json   # rewrite the report from an earlier run, run nothing
+    python -m bench money [--clusters 01,05,09,10,02]   # bench/money.py: the money section of the report
 
 Runs the real operator, the Kubernetes emulator and the Azure simulator as separate processes
 on 127.0.0.1 and stops every one of them at the end, on failure and on Ctrl-C. Process logs are
@@ -51,7 +52,19 @@ def _clean(workdir: Path) -> None:
                 path.unlink()
 
 
+def _keeping_money(path: Path, text: str) -> str:
+    """The suite rewrites its report; the money section (``./dev bench money``) stays."""
+    from bench import money
+
+    return money.keep_section(path.read_text(), text) if path.exists() else text
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["money"]:  # ./dev bench money: the 60-day trace through the decision code, no processes
+        from bench import money
+
+        return money.main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--only", default=",".join(suite.SCENARIOS),
                         help=f"comma-separated scenarios to run (default all: {','.join(suite.SCENARIOS)})")
@@ -70,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         document = json.loads(args.render.read_text())
         document["targets"] = report.targets(document)
         args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_text(report.markdown(document))
+        args.report.write_text(_keeping_money(args.report, report.markdown(document)))
         print(report.table(document))
         return 0
     wanted = {s.strip() for s in args.only.split(",") if s.strip()}
@@ -103,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(document, indent=2, default=str) + "\n")
     args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text(report.markdown(document))
+    args.report.write_text(_keeping_money(args.report, report.markdown(document)))
     print(report.table(document))
     print(f"\nbench: {runtime:.0f} s; wrote {args.report} and {args.json}")
     return 0

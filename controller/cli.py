@@ -18,6 +18,7 @@ from typing import NoReturn
 _SUBCOMMANDS = {
     "run": "controller.operator",
     "check": "controller.check",
+    "claim": "controller.claimer",
 }
 # Subcommands that live outside the operator package (the test bed: `demo`, `azure-sim`,
 # `kube-emulator`) register here as entry points, so the operator never imports them and an
@@ -37,15 +38,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+def build_parser(
+    command: str | None = None, *, prog: str = "gpuvm-operator", commands: dict[str, str] | None = None
+) -> argparse.ArgumentParser:
     """The parser for ``command`` alone, or for every subcommand (help, typos)."""
     parser = _Parser(
-        prog="gpuvm-operator",
+        prog=prog,
         description="Kubernetes operator that switches Azure GPU VMs on and off from GpuVm resources.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     subparsers.required = True
-    known = {**_SUBCOMMANDS, **_plugins()}
+    known = commands if commands is not None else {**_SUBCOMMANDS, **_plugins()}
     for name, module_name in known.items():
         if command in known and name != command:
             continue
@@ -59,16 +62,26 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, prog: str = "gpuvm-operator", commands: dict[str, str] | None = None) -> int:
+    """``commands`` narrows the subcommands offered (the kubectl plugin offers only ``claim``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(argv[0] if argv else None)
+    # Everything after the first "--" is passed through untouched (``claim GPUVM -- COMMAND ...``):
+    # argparse would otherwise read the COMMAND's own options as ours.
+    trailing: list[str] | None = None
+    if "--" in argv:
+        split = argv.index("--")
+        argv, trailing = argv[:split], argv[split + 1 :]
+    parser = build_parser(argv[0] if argv else None, prog=prog, commands=commands)
     args = parser.parse_args(argv)
+    if trailing is not None and not getattr(args, "takes_trailing", False):
+        parser.error(f"{args.command} takes no arguments after --")
+    args.trailing = trailing
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
     except CliError as e:
-        print(f"gpuvm-operator {args.command}: error: {e}", file=sys.stderr)
+        print(f"{prog} {args.command}: error: {e}", file=sys.stderr)
         return e.exit_code
 
 

@@ -13,6 +13,11 @@ test and the handlers stay thin. One call answers, in a fixed order of precedenc
 8. a back-off from an earlier failure is due  -> wait until it expires;
 9. otherwise                                  -> request Start or Deallocate.
 
+Under ``desiredState: Auto`` the desired state is not in the spec but in the demand
+(``controller.demand.evaluate``, passed in as ``Situation.demand``): Running while wanted or before
+``deallocateAt``, else Deallocated; operations it asks for carry the trigger Claim, Schedule or
+Idle, and the next requeue comes no later than the demand's own next change.
+
 Operations are tracked in ``LastOperation`` (persisted in status, so a restarted operator knows
 one was requested) and in ``in_flight`` (this process holds the poller). A restarted operator has
 the first without the second and finishes the record from observation instead of asking again.
@@ -24,9 +29,11 @@ import datetime as dt
 import enum
 from dataclasses import dataclass, replace
 
+from controller.demand import DecidedBy, Demand
 from controller.gpuvm import GpuVmSpec, SpecError
 from controller.power import Action, DeletionPolicy, DesiredState, DriftPolicy, Observation, PowerState, Trigger
 from controller.reasons import CAPACITY_REASONS, Failure, Reason, capacity_reason
+from controller.timestamps import format_time
 
 
 class Result(str, enum.Enum):
@@ -91,6 +98,7 @@ class Situation:
     last_operation: LastOperation | None = None
     start_failures: StartFailures | None = None
     request_failure: RequestFailure | None = None
+    demand: Demand | None = None  # desiredState Auto: what evaluate() says; ignored for overrides
 
 
 @dataclass(frozen=True)
@@ -167,10 +175,6 @@ def _ago(now: dt.datetime, then: dt.datetime) -> str:
     return f"{seconds // 3600}h ago"
 
 
-def _at(when: dt.datetime) -> str:
-    return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _progress_reason(action: Action) -> Reason:
     return Reason.STARTING if action is Action.START else Reason.DEALLOCATING
 
@@ -192,15 +196,38 @@ def _resume(situation: Situation, timing: Timing, jitter: float) -> tuple[LastOp
     failure = obs.provisioning_failure or Failure(
         Reason.AZURE_ERROR,
         "OperationInterrupted",
-        f"the {last.action.verb} requested at {_at(last.started_at)} ended with the VM "
+        f"the {last.action.verb} requested at {format_time(last.started_at)} ended with the VM "
         f"{obs.power_state.value.lower()}",
     )
     return complete_operation(last, failure=failure, start_failures=failures, now=situation.now, timing=timing, jitter=jitter)
 
 
+def _auto(s: Situation) -> bool:
+    return isinstance(s.spec, GpuVmSpec) and s.spec.desired_state is DesiredState.AUTO and not s.deleting
+
+
 def decide(situation: Situation, *, timing: Timing = Timing(), jitter: float = 0.5) -> Decision:
     """The next step for one GpuVm. See the module docstring for the order of the rules."""
-    s = situation
+    decision = _decide(situation, timing, jitter)
+    demand = situation.demand
+    if _auto(situation) and demand is not None and demand.recheck_at is not None and decision.requeue_after is not None:
+        due = max(0.0, (demand.recheck_at - situation.now).total_seconds())
+        if due < decision.requeue_after:  # a claim ends, a window edge, the idle deadline: look then
+            decision = replace(decision, requeue_after=due)
+    return decision
+
+
+def _demand_note(demand: Demand, now: dt.datetime) -> str:
+    if demand.decided_by is DecidedBy.CLAIMS:
+        return f"wanted by {demand.active_claims} live claim{'s' if demand.active_claims != 1 else ''}"
+    if demand.decided_by is DecidedBy.SCHEDULE:
+        return "wanted by the schedule"
+    if demand.deallocate_at is not None and demand.deallocate_at > now and demand.idle_since is not None:
+        return f"idle since {format_time(demand.idle_since)}, switched off at {format_time(demand.deallocate_at)}"
+    return "nothing wants it"
+
+
+def _decide(s: Situation, timing: Timing, jitter: float) -> Decision:
     spec = s.spec
     if isinstance(spec, SpecError):
         return Decision(
@@ -225,13 +252,37 @@ def decide(situation: Situation, *, timing: Timing = Timing(), jitter: float = 0
         return Decision(failure.reason, failure.message, requeue_after=retry_delay(failure, timing=timing), **keep)
 
     obs = s.observation
-    desired = DesiredState.DEALLOCATED if s.deleting else spec.desired_state
+    auto = _auto(s)
+    if auto and s.demand is None:
+        return Decision(
+            Reason.WAITING_FOR_TRANSITION,
+            "desiredState Auto: the demand on this GpuVm is not known yet; the VM is left as it is until it is",
+            requeue_after=timing.transition_poll,
+            **keep,
+        )
+    if s.deleting:
+        desired = DesiredState.DEALLOCATED
+    elif auto:
+        assert s.demand is not None
+        desired = DesiredState(s.demand.target(s.now).value)
+    else:
+        desired = spec.desired_state
     target = desired.power_state
     last, failures = _resume(s, timing, jitter)
     keep = dict(last_operation=last, start_failures=failures, converged_generation=s.converged_generation)
     applied = s.converged_generation == s.generation and not s.deleting
+    if auto:
+        # The target moves with demand at one generation: a difference is drift only if the VM had
+        # reached this very target through our last operation, else it is demand that changed.
+        applied = applied and last is not None and last.result is Result.SUCCEEDED and last.action.target is target
     report_drift = applied and spec.drift_policy is DriftPolicy.REPORT
     power = obs.power_state
+    if auto:
+        assert s.demand is not None
+        note = _demand_note(s.demand, s.now)
+        wants = f"desiredState Auto wants it {target.value.lower()} ({note})"
+    else:
+        wants = f"desiredState is {desired.value}"
 
     if s.in_flight is not None:
         since = f" {_ago(s.now, last.started_at)}" if last and last.result is Result.IN_PROGRESS else ""
@@ -260,7 +311,7 @@ def decide(situation: Situation, *, timing: Timing = Timing(), jitter: float = 0
         elif report_drift and power is not PowerState.UNKNOWN:
             reason = Reason.DRIFTED
             message = (
-                f"VM is {state} outside this operator while desiredState is {desired.value}; "
+                f"VM is {state} outside this operator while {wants}; "
                 "driftPolicy Report leaves it"
             )
         elif power is PowerState.UNKNOWN:
@@ -274,7 +325,7 @@ def decide(situation: Situation, *, timing: Timing = Timing(), jitter: float = 0
     if power.reaches(target):
         return Decision(
             Reason.RECONCILED,
-            f"VM is {target.value.lower()} as desired",
+            f"VM is {target.value.lower()} as desired" + (f" by Auto: {note}" if auto else ""),
             requeue_after=timing.resync,
             last_operation=last,
             start_failures=None,
@@ -282,11 +333,19 @@ def decide(situation: Situation, *, timing: Timing = Timing(), jitter: float = 0
         )
 
     action = _action_for(target)
-    trigger = Trigger.DELETION if s.deleting else (Trigger.DRIFT if applied else Trigger.SPEC)
+    if s.deleting:
+        trigger = Trigger.DELETION
+    elif applied:
+        trigger = Trigger.DRIFT
+    elif auto:
+        assert s.demand is not None
+        trigger = s.demand.trigger
+    else:
+        trigger = Trigger.SPEC
     if report_drift:
         return Decision(
             Reason.DRIFTED,
-            f"VM is {power.value.lower()} but desiredState is {desired.value}; driftPolicy Report leaves it "
+            f"VM is {power.value.lower()} but {wants}; driftPolicy Report leaves it "
             f"(set driftPolicy Enforce to correct drift, or change desiredState)",
             requeue_after=timing.resync,
             **keep,
@@ -296,7 +355,7 @@ def decide(situation: Situation, *, timing: Timing = Timing(), jitter: float = 0
         reason = capacity_reason(failures.last_code)
         message = (
             f"start failed {failures.count} time{'s' if failures.count != 1 else ''} "
-            f"(last: {failures.last_code}); next retry at {_at(failures.next_retry_at)}"
+            f"(last: {failures.last_code}); next retry at {format_time(failures.next_retry_at)}"
         )
         if last and last.error_message and last.result is Result.FAILED:
             message += f": {last.error_message}"
@@ -307,7 +366,7 @@ def decide(situation: Situation, *, timing: Timing = Timing(), jitter: float = 0
             failure = s.request_failure.failure
             return Decision(
                 failure.reason,
-                f"{failure.message} (next attempt at {_at(retry_at)})",
+                f"{failure.message} (next attempt at {format_time(retry_at)})",
                 requeue_after=(retry_at - s.now).total_seconds(),
                 **keep,
             )

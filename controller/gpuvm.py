@@ -9,12 +9,13 @@ The patterns below are the CRD's own (a test keeps them equal).
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from controller.power import DeletionPolicy, DesiredState, DriftPolicy
+from controller.power import DeletionPolicy, DesiredState, DriftPolicy, StopMode
 
 GROUP = "gpuvm.dev"
 VERSION = "v1alpha1"
@@ -30,11 +31,18 @@ RESOURCE_ID_PATTERN = (
     r"/[Pp]roviders/[Mm]icrosoft\.[Cc]ompute/[Vv]irtual[Mm]achines/([A-Za-z0-9_][A-Za-z0-9_.-]{0,63})$"
 )
 
+# spec.idleTimeout: hours, minutes and seconds in this order, each optional but not all (the CRD
+# adds minLength 2 for that), like a Go duration limited to what a timeout needs (no ms, no fractions).
+DURATION_PATTERN = r"^([0-9]{1,6}h)?([0-9]{1,6}m)?([0-9]{1,6}s)?$"
+# The operator's default when spec.idleTimeout is absent (no CRD default: the operator decides it).
+DEFAULT_IDLE_TIMEOUT = dt.timedelta(minutes=10)
+
 # re.ASCII: the apiserver evaluates these with Go's RE2, where \w is ASCII-only.
 _SUBSCRIPTION = re.compile(SUBSCRIPTION_PATTERN, re.ASCII)
 _RESOURCE_GROUP = re.compile(RESOURCE_GROUP_PATTERN, re.ASCII)
 _VM_NAME = re.compile(VM_NAME_PATTERN, re.ASCII)
 _RESOURCE_ID = re.compile(RESOURCE_ID_PATTERN, re.ASCII)
+_DURATION = re.compile(DURATION_PATTERN, re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -59,10 +67,15 @@ class VmRef:
 
 @dataclass(frozen=True)
 class GpuVmSpec:
+    """The parsed spec. ``idle_timeout`` and ``schedule`` matter only under desiredState Auto."""
+
     vm: VmRef
     desired_state: DesiredState
     drift_policy: DriftPolicy
     deletion_policy: DeletionPolicy
+    idle_timeout: dt.timedelta = DEFAULT_IDLE_TIMEOUT
+    stop_mode: StopMode = StopMode.DEALLOCATE
+    schedule: Any = None  # what parse_schedule_field made of spec.schedule; None when absent
 
 
 @dataclass(frozen=True)
@@ -133,16 +146,51 @@ def _vm_ref(vm: Any, default_subscription: str | None) -> VmRef:
     return VmRef(subscription_id=subscription.lower(), resource_group=group, name=name)
 
 
+def parse_duration(value: Any) -> dt.timedelta | None:
+    """``10m``, ``0s``, ``1h30m`` -> timedelta; None for anything else (the callers say where)."""
+    match = _DURATION.fullmatch(value) if isinstance(value, str) and value else None
+    if match is None:
+        return None
+    hours, minutes, seconds = (int(part[:-1]) if part else 0 for part in match.groups())
+    return dt.timedelta(hours=hours, minutes=minutes, seconds=seconds)
+
+
+def _idle_timeout(spec: Mapping[str, Any]) -> dt.timedelta:
+    value = spec.get("idleTimeout")
+    if value is None:
+        return DEFAULT_IDLE_TIMEOUT
+    parsed = parse_duration(value)
+    if parsed is None:
+        shown = f'"{value}"' if isinstance(value, str) else f"a {type(value).__name__}"
+        raise _Invalid("spec.idleTimeout", f"{shown} is not a duration: give hours, minutes and seconds in this order, like 10m, 0s or 1h30m")
+    return parsed
+
+
+def parse_schedule_field(raw: Any) -> Any:
+    """HOOK(schedule): what ``spec.schedule`` becomes in GpuVmSpec.schedule.
+
+    For now the raw value is kept as it is. At merge, this body becomes
+    ``return controller.schedule.parse_schedule(raw)``: parse_spec turns a SpecError returned
+    here into InvalidSpec, so nothing else has to change.
+    """
+    return raw
+
+
 def parse_spec(spec: Any, *, default_subscription: str | None) -> GpuVmSpec | SpecError:
     """Turn ``.spec`` into a GpuVmSpec, or say which field is wrong and how."""
     if not isinstance(spec, Mapping):
         return SpecError("spec", "required")
     try:
-        return GpuVmSpec(
-            vm=_vm_ref(spec.get("vm"), default_subscription),
-            desired_state=_enum(spec, "desiredState", DesiredState, DesiredState.DEALLOCATED),
-            drift_policy=_enum(spec, "driftPolicy", DriftPolicy, DriftPolicy.ENFORCE),
-            deletion_policy=_enum(spec, "deletionPolicy", DeletionPolicy, DeletionPolicy.RETAIN),
-        )
+        vm = _vm_ref(spec.get("vm"), default_subscription)
+        desired = _enum(spec, "desiredState", DesiredState, DesiredState.DEALLOCATED)
+        drift = _enum(spec, "driftPolicy", DriftPolicy, DriftPolicy.ENFORCE)
+        deletion = _enum(spec, "deletionPolicy", DeletionPolicy, DeletionPolicy.RETAIN)
+        idle_timeout = _idle_timeout(spec)
+        stop_mode = _enum(spec, "stopMode", StopMode, StopMode.DEALLOCATE)
     except _Invalid as e:
         return e.error
+    schedule = None if spec.get("schedule") is None else parse_schedule_field(spec["schedule"])
+    if isinstance(schedule, SpecError):
+        return schedule
+    return GpuVmSpec(vm=vm, desired_state=desired, drift_policy=drift, deletion_policy=deletion,
+                     idle_timeout=idle_timeout, stop_mode=stop_mode, schedule=schedule)

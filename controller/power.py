@@ -71,14 +71,34 @@ class ProvisioningState(str, enum.Enum):
 
 
 class DesiredState(str, enum.Enum):
-    """What ``spec.desiredState`` may ask for. ``Stopped`` is absent on purpose: it is billed."""
+    """What ``spec.desiredState`` may ask for. ``Stopped`` is absent on purpose: it is billed.
+
+    ``Running`` and ``Deallocated`` are overrides (a maintenance switch, a GitOps pin); ``Auto``
+    lets demand decide (claims, the schedule, the idle timeout: ``controller.demand``), so it has
+    no power state of its own until ``decide`` resolves it to one of the other two.
+    """
 
     RUNNING = "Running"
     DEALLOCATED = "Deallocated"
+    AUTO = "Auto"
 
     @property
     def power_state(self) -> PowerState:
+        if self is DesiredState.AUTO:
+            raise ValueError("desiredState Auto has no power state of its own: resolve it from the demand first")
         return PowerState(self.value)
+
+    @property
+    def is_override(self) -> bool:
+        """Running or Deallocated: claims and the schedule are ignored."""
+        return self is not DesiredState.AUTO
+
+
+class StopMode(str, enum.Enum):
+    """How "off" is reached (``spec.stopMode``). Hibernate needs a VM created hibernation-capable."""
+
+    DEALLOCATE = "Deallocate"
+    HIBERNATE = "Hibernate"
 
 
 class DriftPolicy(str, enum.Enum):
@@ -116,6 +136,10 @@ class Trigger(str, enum.Enum):
     SPEC = "Spec"
     DRIFT = "Drift"
     DELETION = "Deletion"
+    CLAIM = "Claim"  # desiredState Auto: a live GpuVmClaim wants the VM
+    IDLE = "Idle"  # desiredState Auto: idleTimeout passed with no demand
+    SCHEDULE = "Schedule"  # desiredState Auto: a schedule window opened
+    EVICTION = "Eviction"  # a Spot VM Azure deallocated while wanted is started again
 
 
 _POWER_CODES: Mapping[str, PowerState] = {

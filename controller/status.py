@@ -14,26 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from controller.decide import Decision, LastOperation, Result, StartFailures
+from controller.demand import ClaimState, Demand
 from controller.gpuvm import VmRef
 from controller.power import Action, Observation, Trigger
+from controller.timestamps import format_time, parse_time
 
 CONDITION_READY = "Ready"
 MAX_MESSAGE = 1024  # keep status small; Azure messages can be paragraphs
-
-
-def format_time(when: dt.datetime) -> str:
-    """RFC 3339 in UTC with second precision, as Kubernetes writes its own timestamps."""
-    return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(value: Any) -> dt.datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
 
 
 def _clip(text: str) -> str:
@@ -48,6 +35,7 @@ class PreviousStatus:
     last_operation: LastOperation | None = None
     start_failures: StartFailures | None = None
     conditions: tuple[Mapping[str, Any], ...] = ()
+    idle_since: dt.datetime | None = None  # status.demand.idleSince: the idle grace survives a restart
 
 
 def _read_last_operation(raw: Any) -> LastOperation | None:
@@ -88,11 +76,13 @@ def read_status(status: Any) -> PreviousStatus:
         return PreviousStatus()
     converged = status.get("convergedGeneration")
     conditions = status.get("conditions")
+    demand = status.get("demand") if isinstance(status.get("demand"), Mapping) else {}
     return PreviousStatus(
         converged_generation=converged if isinstance(converged, int) else None,
         last_operation=_read_last_operation(status.get("lastOperation")),
         start_failures=_read_start_failures(status.get("startFailures")),
         conditions=tuple(c for c in conditions if isinstance(c, Mapping)) if isinstance(conditions, list) else (),
+        idle_since=parse_time(demand.get("idleSince")),
     )
 
 
@@ -110,11 +100,11 @@ def _last_operation_dict(op: LastOperation) -> dict[str, Any]:
     return out
 
 
-def ready_condition(
-    decision: Decision, *, generation: int, previous: tuple[Mapping[str, Any], ...], now: dt.datetime
+def _ready(
+    ready: bool, reason: str, message: str, *, generation: int, previous: tuple[Mapping[str, Any], ...], now: dt.datetime
 ) -> dict[str, Any]:
     """The Ready condition; lastTransitionTime moves only when status flips, as conventions ask."""
-    status = "True" if decision.ready else "False"
+    status = "True" if ready else "False"
     before = next((c for c in previous if c.get("type") == CONDITION_READY), None)
     since = (
         before["lastTransitionTime"]
@@ -124,11 +114,33 @@ def ready_condition(
     return {
         "type": CONDITION_READY,
         "status": status,
-        "reason": decision.reason.value,
-        "message": _clip(decision.message),
+        "reason": reason,
+        "message": _clip(message),
         "lastTransitionTime": since,
         "observedGeneration": generation,
     }
+
+
+def ready_condition(
+    decision: Decision, *, generation: int, previous: tuple[Mapping[str, Any], ...], now: dt.datetime
+) -> dict[str, Any]:
+    return _ready(decision.ready, decision.reason.value, decision.message, generation=generation, previous=previous, now=now)
+
+
+def demand_dict(demand: Demand) -> dict[str, Any]:
+    """``status.demand``: absent times are left out, lists only when they have entries."""
+    out: dict[str, Any] = {"decidedBy": demand.decided_by.value, "activeClaims": demand.active_claims}
+    if demand.claims:
+        out["claims"] = list(demand.claims)
+    if demand.idle_since is not None:
+        out["idleSince"] = format_time(demand.idle_since)
+    if demand.deallocate_at is not None:
+        out["deallocateAt"] = format_time(demand.deallocate_at)
+    if demand.next_transitions:
+        out["nextTransitions"] = [
+            {"at": format_time(t.at), "to": t.to.value, "by": t.by.value} for t in demand.next_transitions
+        ]
+    return out
 
 
 def render_status(
@@ -139,8 +151,13 @@ def render_status(
     observation: Observation | None,
     previous: PreviousStatus,
     now: dt.datetime,
+    demand: Demand | None = None,
 ) -> dict[str, Any]:
-    """The whole status the operator owns, from one decision. Absent keys mean 'not known'."""
+    """The whole status the operator owns, from one decision. Absent keys mean 'not known'.
+
+    ``demand`` (what controller.demand.evaluate said, for the same ``now``) becomes
+    ``status.demand``; without it the key is absent, as for a GpuVm before claims existed.
+    """
     status: dict[str, Any] = {"observedGeneration": generation}
     if decision.converged_generation is not None:
         status["convergedGeneration"] = decision.converged_generation
@@ -164,5 +181,22 @@ def render_status(
             "lastCode": failures.last_code,
             "nextRetryAt": format_time(failures.next_retry_at),
         }
+    if demand is not None:
+        status["demand"] = demand_dict(demand)
     status["conditions"] = [ready_condition(decision, generation=generation, previous=previous.conditions, now=now)]
     return status
+
+
+def render_claim_status(
+    state: ClaimState, *, generation: int, previous: Any, now: dt.datetime
+) -> dict[str, Any]:
+    """The whole status of a GpuVmClaim (``previous``: its current status, for lastTransitionTime)."""
+    before = previous.get("conditions") if isinstance(previous, Mapping) else None
+    conditions = tuple(c for c in before if isinstance(c, Mapping)) if isinstance(before, list) else ()
+    return {
+        "phase": state.phase.value,
+        "observedGeneration": generation,
+        "conditions": [
+            _ready(state.ready, state.reason.value, state.message, generation=generation, previous=conditions, now=now)
+        ],
+    }

@@ -11,7 +11,7 @@ import asyncio
 import json
 import random
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,23 @@ _VERBS = {
     ("GET", False): "LIST", ("POST", False): "CREATE", ("DELETE", False): "DELETECOLLECTION",
     ("GET", True): "GET", ("PUT", True): "UPDATE", ("PATCH", True): "PATCH", ("DELETE", True): "DELETE",
 }
+
+
+# Decides a request like an RBAC authorizer: the name of the user it is refused for, or None to
+# let it through. Tests plug in the rules of a role to see a client meet a real 403.
+Authorizer = Callable[[Access], "str | None"]
+
+
+def _forbidden(access: Access, user: str) -> E.ApiError:
+    """The apiserver's answer when authorization says no (``responsewriters.forbiddenMessage``)."""
+    if not access.is_resource_request:
+        return E.ApiError(403, "Forbidden", f"forbidden: User {E.go_quote(user)} cannot {access.verb} path "
+                                            f"{E.go_quote(access.path)}", {})
+    resource = access.resource + (f"/{access.subresource}" if access.subresource else "")
+    scope = f"in the namespace {E.go_quote(access.namespace)}" if access.namespace else "at the cluster scope"
+    why = (f"User {E.go_quote(user)} cannot {access.verb} resource {E.go_quote(resource)} "
+           f"in API group {E.go_quote(access.api_group)} {scope}")
+    return E.forbidden_error(E.Target(access.api_group, access.resource, ""), access.name, why)
 
 
 _KUSTOMIZATIONS = frozenset({"kustomization.yaml", "kustomization.yml"})
@@ -94,8 +111,10 @@ class KubeEmulator:
     """An in-process Kubernetes API server for kopf and the official client (see package doc)."""
 
     def __init__(self, crds: Iterable[Path | str | dict[str, Any]] = (), *, host: str = "127.0.0.1", port: int = 0,
-                 watch_history: int = 1000, bookmark_interval: float = 30.0) -> None:
+                 watch_history: int = 1000, bookmark_interval: float = 30.0,
+                 authorizer: Authorizer | None = None) -> None:
         self._crds = load_crds(crds)
+        self.authorizer = authorizer  # None: every request is allowed (and still recorded)
         self.host = host
         self.port = port
         self.watch_history = watch_history
@@ -169,10 +188,14 @@ class KubeEmulator:
     # ------------------------------------------------------------ dispatch
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         label = [request.method, ""]  # _route fills in the verb and resource as soon as it knows them
-        self._access.record(request_attributes(request.method, request.path, request.query,
-                                               user_agent=request.headers.get("User-Agent", "")))
+        access = request_attributes(request.method, request.path, request.query,
+                                    user_agent=request.headers.get("User-Agent", ""))
+        self._access.record(access)
         code = 500
         try:
+            refused_for = self.authorizer(access) if self.authorizer is not None else None
+            if refused_for is not None:
+                raise _forbidden(access, refused_for)
             resp = await self._route(request, label)
             code = resp.status
             return resp

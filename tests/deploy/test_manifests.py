@@ -321,7 +321,7 @@ def test_standalone_installs_leave_kopf_peering_crds_alone(install: str) -> None
     objects = render(install)
     crds = {o["metadata"]["name"] for o in of_kind(objects, "CustomResourceDefinition")}
     assert crds == {d["metadata"]["name"] for d in of_kind(render(CRDS), "CustomResourceDefinition")}
-    assert "gpuvms.gpuvm.dev" in crds and not crds & PEERING_CRDS
+    assert crds == {"gpuvms.gpuvm.dev", "gpuvmclaims.gpuvm.dev"} and not crds & PEERING_CRDS
     assert len(deployments(objects)) == 1
     assert "GPUVM_PEERING" not in operator_env(objects, "gpuvm-operator")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ import yaml
 
 from controller import gpuvm
 from controller.gpuvm import GpuVmSpec, SpecError, VmRef, parse_spec
-from controller.power import DeletionPolicy, DesiredState, DriftPolicy
+from controller.power import DeletionPolicy, DesiredState, DriftPolicy, StopMode
 
 SUB = "3f2c1a7e-0d4b-4c52-9a51-6f0e1d2c3b4a"
 RID = f"/subscriptions/{SUB}/resourceGroups/rg-gpu/providers/Microsoft.Compute/virtualMachines/vm-a100-01"
@@ -112,3 +113,87 @@ def test_name_without_subscription_and_no_default() -> None:
 def test_unicode_word_characters_are_refused_like_go_re2_does() -> None:
     parsed = parse_spec({"vm": {"resourceGroup": "rg-ü", "name": "vm"}}, default_subscription=SUB)
     assert isinstance(parsed, SpecError) and parsed.field == "spec.vm.resourceGroup"
+
+
+# ------------------------------------------------------------------ Auto, idleTimeout, stopMode, schedule
+
+
+def test_crd_idle_timeout_and_stop_mode_are_the_parsers() -> None:
+    spec = crd_schema()["properties"]["spec"]["properties"]
+    assert spec["idleTimeout"]["pattern"] == gpuvm.DURATION_PATTERN
+    assert spec["stopMode"]["enum"] == [m.value for m in StopMode]
+    # Defaults are the operator's (documented), not the CRD's: a CRD default would show up in
+    # every existing GpuVm's spec.
+    assert "default" not in spec["idleTimeout"] and "default" not in spec["stopMode"]
+
+
+def test_auto_with_the_operators_defaults() -> None:
+    parsed = parse_spec({"vm": {"resourceId": RID}, "desiredState": "Auto"}, default_subscription=None)
+    assert isinstance(parsed, GpuVmSpec)
+    assert parsed.desired_state is DesiredState.AUTO
+    assert parsed.idle_timeout == dt.timedelta(minutes=10) == gpuvm.DEFAULT_IDLE_TIMEOUT
+    assert parsed.stop_mode is StopMode.DEALLOCATE and parsed.schedule is None
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("0s", 0), ("10m", 600), ("1h30m", 5400), ("2h", 7200), ("1h0m5s", 3605), ("90s", 90), ("999999h", 999999 * 3600)],
+)
+def test_idle_timeout_durations(value: str, expected: int) -> None:
+    parsed = parse_spec({"vm": {"resourceId": RID}, "desiredState": "Auto", "idleTimeout": value}, default_subscription=None)
+    assert isinstance(parsed, GpuVmSpec) and parsed.idle_timeout == dt.timedelta(seconds=expected)
+
+
+@pytest.mark.parametrize("value", ["", "10", "10 m", "1.5h", "30m1h", "-5m", "1d", "10M", "1000000h", 600, ["10m"]])
+def test_bad_idle_timeout_names_the_field_and_the_format(value: object) -> None:
+    parsed = parse_spec({"vm": {"resourceId": RID}, "idleTimeout": value}, default_subscription=None)
+    assert isinstance(parsed, SpecError) and parsed.field == "spec.idleTimeout"
+    assert "is not a duration" in parsed.message and "10m, 0s or 1h30m" in parsed.message
+
+
+def test_duration_pattern_agrees_with_the_parser() -> None:
+    import re
+
+    for value in ["0s", "10m", "1h30m", "", "h", "1h1h", "5", "01m"]:
+        assert bool(re.fullmatch(gpuvm.DURATION_PATTERN, value) and len(value) >= 2) == (gpuvm.parse_duration(value) is not None)
+
+
+def test_stop_mode() -> None:
+    parsed = parse_spec({"vm": {"resourceId": RID}, "stopMode": "Hibernate"}, default_subscription=None)
+    assert isinstance(parsed, GpuVmSpec) and parsed.stop_mode is StopMode.HIBERNATE
+    bad = parse_spec({"vm": {"resourceId": RID}, "stopMode": "Stop"}, default_subscription=None)
+    assert bad == SpecError("spec.stopMode", 'unsupported value "Stop": supported values: "Deallocate", "Hibernate"')
+
+
+def test_schedule_hook_keeps_the_raw_value_until_the_schedule_parser_is_connected() -> None:
+    raw = {"timeZone": "Europe/Berlin", "windows": [{"days": "Mon-Fri", "start": "08:00", "end": "18:30"}]}
+    parsed = parse_spec({"vm": {"resourceId": RID}, "desiredState": "Auto", "schedule": raw}, default_subscription=None)
+    assert isinstance(parsed, GpuVmSpec) and parsed.schedule == raw
+
+
+def test_schedule_hook_errors_become_invalid_spec(monkeypatch: pytest.MonkeyPatch) -> None:
+    error = SpecError("spec.schedule.timeZone", 'unknown time zone "Mars/Olympus"')
+    monkeypatch.setattr(gpuvm, "parse_schedule_field", lambda raw: error)
+    parsed = parse_spec({"vm": {"resourceId": RID}, "schedule": {"timeZone": "Mars/Olympus", "windows": []}},
+                        default_subscription=None)
+    assert parsed == error
+    # errors of other fields come first, as before the schedule existed
+    parsed = parse_spec({"vm": {"resourceId": RID}, "driftPolicy": "x", "schedule": {}}, default_subscription=None)
+    assert isinstance(parsed, SpecError) and parsed.field == "spec.driftPolicy"
+
+
+def test_crd_schedule_patterns() -> None:
+    import re
+
+    schedule = crd_schema()["properties"]["spec"]["properties"]["schedule"]
+    window = schedule["properties"]["windows"]["items"]["properties"]
+    assert schedule["properties"]["timeZone"]["default"] == "UTC"
+    assert schedule["properties"]["windows"]["maxItems"] == 32
+    days, start, end = (window[k]["pattern"] for k in ("days", "start", "end"))
+    for good in ["Mon-Fri", "Sat,Sun", "Mon,Wed-Fri", "Sun"]:
+        assert re.fullmatch(days, good)
+    for bad in ["mon", "Mon-", "Mon,,Tue", "Weekdays", "Mon Fri"]:
+        assert not re.fullmatch(days, bad)
+    assert re.fullmatch(start, "08:00") and re.fullmatch(start, "23:59") and not re.fullmatch(start, "24:00")
+    assert re.fullmatch(end, "24:00") and re.fullmatch(end, "00:00") and not re.fullmatch(end, "24:01")
+    assert not re.fullmatch(start, "8:00")

@@ -8,10 +8,20 @@ from pathlib import Path
 import yaml
 
 from controller.decide import Decision, LastOperation, Result, StartFailures
+from controller.demand import (
+    MAX_LISTED_CLAIMS,
+    MAX_TRANSITIONS,
+    ClaimPhase,
+    ClaimReason,
+    ClaimState,
+    DecidedBy,
+    Demand,
+    Transition,
+)
 from controller.gpuvm import VmRef
 from controller.power import Action, Observation, PowerState, ProvisioningState, Trigger, VmFacts
 from controller.reasons import Reason
-from controller.status import PreviousStatus, read_status, render_status
+from controller.status import PreviousStatus, read_status, render_claim_status, render_status
 
 NOW = dt.datetime(2026, 11, 25, 12, 0, 0, tzinfo=dt.timezone.utc)
 VM = VmRef("3f2c1a7e-0d4b-4c52-9a51-6f0e1d2c3b4a", "rg-gpu", "vm-a100")
@@ -153,3 +163,97 @@ def test_read_tolerates_garbage() -> None:
     assert read_status(broken) == PreviousStatus()
     no_time = {"lastOperation": {"action": "Start", "trigger": "Spec", "startedAt": "yesterday", "result": "InProgress"}}
     assert read_status(no_time).last_operation is None
+
+
+# ------------------------------------------------------------------ status.demand and claims
+
+CLAIM_CRD = Path(__file__).parents[2] / "deploy" / "crds" / "gpuvmclaims.gpuvm.dev.yaml"
+
+
+def status_schema_of(path: Path) -> dict:
+    crd = yaml.safe_load(path.read_text())
+    return crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+
+
+def full_demand() -> Demand:
+    return Demand(
+        wanted=False,
+        decided_by=DecidedBy.IDLE,
+        active_claims=0,
+        claims=(),
+        idle_since=NOW - dt.timedelta(minutes=4),
+        deallocate_at=NOW + dt.timedelta(minutes=6),
+        next_transitions=(
+            Transition(NOW + dt.timedelta(minutes=6), PowerState.DEALLOCATED, Trigger.IDLE),
+            Transition(NOW + dt.timedelta(hours=20), PowerState.RUNNING, Trigger.SCHEDULE),
+        ),
+        grace_until=NOW + dt.timedelta(minutes=6),
+    )
+
+
+def test_demand_is_rendered_and_declared_in_the_crd() -> None:
+    status = render_status(Decision(Reason.RECONCILED, "ok"), generation=1, vm=VM, observation=observed(),
+                           previous=PreviousStatus(), now=NOW, demand=full_demand())
+    assert status["demand"] == {
+        "decidedBy": "Idle",
+        "activeClaims": 0,
+        "idleSince": "2026-11-25T11:56:00Z",
+        "deallocateAt": "2026-11-25T12:06:00Z",
+        "nextTransitions": [
+            {"at": "2026-11-25T12:06:00Z", "to": "Deallocated", "by": "Idle"},
+            {"at": "2026-11-26T08:00:00Z", "to": "Running", "by": "Schedule"},
+        ],
+    }
+    assert rendered_keys(status) <= schema_keys(status_schema_of(CRD))
+    claimed = Demand(wanted=True, decided_by=DecidedBy.CLAIMS, active_claims=20, claims=tuple(f"c{i}" for i in range(16)))
+    status = render_status(Decision(Reason.RECONCILED, "ok"), generation=1, vm=VM, observation=observed(),
+                           previous=PreviousStatus(), now=NOW, demand=claimed)
+    assert status["demand"] == {"decidedBy": "Claims", "activeClaims": 20, "claims": [f"c{i}" for i in range(16)]}
+    assert rendered_keys(status) <= schema_keys(status_schema_of(CRD))
+
+
+def test_the_crd_bounds_demand_lists_as_the_core_does() -> None:
+    demand = status_schema_of(CRD)["properties"]["demand"]["properties"]
+    assert demand["claims"]["maxItems"] == MAX_LISTED_CLAIMS
+    assert demand["nextTransitions"]["maxItems"] == MAX_TRANSITIONS
+    assert demand["decidedBy"]["enum"] == [d.value for d in DecidedBy]
+    assert set(demand["nextTransitions"]["items"]["properties"]["by"]["enum"]) == {"Claim", "Schedule", "Idle"}
+    triggers = status_schema_of(CRD)["properties"]["lastOperation"]["properties"]["trigger"]["enum"]
+    assert triggers == [t.value for t in Trigger]
+
+
+def test_idle_since_survives_a_restart() -> None:
+    status = render_status(Decision(Reason.RECONCILED, "ok"), generation=1, vm=VM, observation=observed(),
+                           previous=PreviousStatus(), now=NOW, demand=full_demand())
+    assert read_status(status).idle_since == NOW - dt.timedelta(minutes=4)
+    assert read_status({"demand": {"idleSince": "soon"}}).idle_since is None
+    assert read_status({"demand": "x"}).idle_since is None
+
+
+def test_claim_status_is_declared_in_the_claim_crd() -> None:
+    state = ClaimState(ClaimPhase.BOUND, ClaimReason.WAITING_FOR_VM, "GpuVm a100 (power Starting): Starting")
+    status = render_claim_status(state, generation=1, previous=None, now=NOW)
+    assert status == {
+        "phase": "Bound",
+        "observedGeneration": 1,
+        "conditions": [{
+            "type": "Ready", "status": "False", "reason": "WaitingForVm",
+            "message": "GpuVm a100 (power Starting): Starting",
+            "lastTransitionTime": "2026-11-25T12:00:00Z", "observedGeneration": 1,
+        }],
+    }
+    schema = status_schema_of(CLAIM_CRD)
+    assert rendered_keys(status) <= schema_keys(schema)
+    assert schema["properties"]["phase"]["enum"] == [p.value for p in ClaimPhase]
+
+
+def test_claim_ready_transition_time_moves_only_when_it_flips() -> None:
+    waiting = ClaimState(ClaimPhase.BOUND, ClaimReason.WAITING_FOR_VM, "starting")
+    earlier = render_claim_status(waiting, generation=1, previous=None, now=NOW - dt.timedelta(minutes=3))
+    still = render_claim_status(waiting, generation=1, previous=earlier, now=NOW)
+    assert still["conditions"][0]["lastTransitionTime"] == "2026-11-25T11:57:00Z"
+    ready = ClaimState(ClaimPhase.BOUND, ClaimReason.VM_RUNNING, "running")
+    flipped = render_claim_status(ready, generation=1, previous=still, now=NOW)
+    assert flipped["conditions"][0]["status"] == "True"
+    assert flipped["conditions"][0]["lastTransitionTime"] == "2026-11-25T12:00:00Z"
+    assert render_claim_status(ready, generation=1, previous={"conditions": "x"}, now=NOW)["conditions"][0]["status"] == "True"

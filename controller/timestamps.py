@@ -1,0 +1,26 @@
+"""Timestamps as Kubernetes writes them (RFC 3339, UTC, second precision), and read back forgivingly.
+
+Shared by everything that reads or writes times in objects (GpuVm status, claims, the claim
+wrapper), so one rule decides how a time looks and what a hand-written one may look like.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+
+def format_time(when: dt.datetime) -> str:
+    """RFC 3339 in UTC with second precision, as Kubernetes writes its own timestamps."""
+    return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(value: Any) -> dt.datetime | None:
+    """An RFC 3339 string -> aware datetime (naive means UTC); None for anything else."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)

@@ -68,7 +68,8 @@ WORKDIR /src
 COPY pyproject.toml README.m[d] ./
 # controller/data holds symlinks into deploy/ (the CRDs, the Azure role `check` compares with):
 # their targets must be here.
-COPY deploy/crds/gpuvms.gpuvm.dev.yaml deploy/crds/gpuvmclaims.gpuvm.dev.yaml ./deploy/crds/
+COPY deploy/crds/gpuvms.gpuvm.dev.yaml ./deploy/crds/
+COPY deploy/crds/gpuvmclaims.gpuvm.dev.yaml ./deploy/crds/
 COPY deploy/azure/gpuvm-power-operator.role.json ./deploy/azure/
 COPY controller ./controller
 # The wheel is checked for the data files' real content (not dangling links), installed into the
@@ -78,9 +79,9 @@ RUN /opt/build/bin/pip wheel --no-cache-dir --no-deps --no-build-isolation --whe
  && /opt/build/bin/pip --python /opt/gpuvm/bin/python install --no-cache-dir --no-index --no-deps /tmp/wheels/*.whl \
  && /opt/build/bin/pip --python /opt/gpuvm/bin/python check \
  && data=/opt/gpuvm/lib/python3.11/site-packages/controller/data \
- && for kind in gpuvms gpuvmclaims; do \
-        test ! -L "$data/$kind.gpuvm.dev.yaml" && cmp "$data/$kind.gpuvm.dev.yaml" deploy/crds/$kind.gpuvm.dev.yaml || exit 1; \
-    done \
+ && test ! -L "$data/gpuvms.gpuvm.dev.yaml" && cmp "$data/gpuvms.gpuvm.dev.yaml" deploy/crds/gpuvms.gpuvm.dev.yaml \
+ && test ! -L "$data/gpuvmclaims.gpuvm.dev.yaml" \
+ && cmp "$data/gpuvmclaims.gpuvm.dev.yaml" deploy/crds/gpuvmclaims.gpuvm.dev.yaml \
  && test ! -L "$data/gpuvm-power-operator.role.json" \
  && cmp "$data/gpuvm-power-operator.role.json" deploy/azure/gpuvm-power-operator.role.json \
  && /opt/gpuvm/bin/gpuvm-operator --help >/dev/null \

@@ -779,15 +779,21 @@ def _preflight_crds(conn: Connection, *, timeout: float) -> None:
     """Discovery only (every identity may read it; the operator's may not read CRDs)."""
     from controller.cli import CliError
 
+    missing: list[str] = []
+    other: list[str] = []
     for crd in expected_crds():
         group, plural, name = crd["spec"]["group"], crd["spec"]["names"]["plural"], crd["metadata"]["name"]
         served = served_versions(conn, group, timeout=timeout)
         for version in _served(crd):
-            if not served:
-                raise CliError(f"the CRD {name} is not installed: {CRD_FIX}", exit_code=EXIT_CRD)
-            if version not in served or plural not in (served_resources(conn, group, version, timeout=timeout) or ()):
-                raise CliError(f"the API server serves {group} {', '.join(served)}, not {version} {plural}, which this "
-                               f"operator uses: {CRD_FIX}", exit_code=EXIT_CRD)
+            if not served or plural not in {p for v in served for p in served_resources(conn, group, v, timeout=timeout) or ()}:
+                missing.append(name)
+            elif version not in served or plural not in (served_resources(conn, group, version, timeout=timeout) or ()):
+                other.append(f"the API server serves {group} {', '.join(served)}, not {version} {plural}, which this operator uses")
+    if missing:
+        other.append(f"the CRD{'s' if len(missing) > 1 else ''} {' and '.join(missing)} "
+                     f"{'are' if len(missing) > 1 else 'is'} not installed")
+    if other:
+        raise CliError(f"{'; '.join(other)}: {CRD_FIX}", exit_code=EXIT_CRD)
 
 
 def _preflight_rbac(config: OperatorConfig, conn: Connection, *, timeout: float) -> None:

@@ -143,15 +143,13 @@ def _call(fn: Callable[[], Any], *, doing: str, namespace: str) -> Any:
 
 def load_client(*, kubeconfig: str | None = None) -> kubernetes.client.ApiClient:
     """In-cluster configuration in a Pod, else the kubeconfig (KUBECONFIG, ~/.kube/config)."""
-    from controller.kube import load_api_client
+    from controller.kube import KubeConfigError, connect
 
     try:
-        api_client = load_api_client(kubeconfig=kubeconfig)
-    except (kubernetes.config.ConfigException, OSError) as e:
-        raise NoConfiguration(
-            f"no Kubernetes configuration: not in a Pod with a ServiceAccount, and no usable kubeconfig ({e}); "
-            "set KUBECONFIG or --kubeconfig"
-        ) from None
+        api_client = connect(kubeconfig=kubeconfig or os.environ.get("KUBECONFIG") or None).client
+    except (KubeConfigError, kubernetes.config.ConfigException, OSError) as e:
+        reason = str(e) if str(e).startswith("no Kubernetes configuration") else f"no Kubernetes configuration: {e}"
+        raise NoConfiguration(f"{reason}; in a Pod, run with a ServiceAccount bound to gpuvm-claimer") from None
     api_client.user_agent = USER_AGENT
     return api_client
 

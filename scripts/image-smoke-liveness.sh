@@ -21,8 +21,9 @@ fail() {
 [ "$#" -gt 0 ] || fail "usage: image-smoke-liveness.sh ENTRYPOINT..."
 [ -n "${GPUVM_LIVENESS:-}" ] || fail "the image sets no GPUVM_LIVENESS"
 
-crd=$(python3 -c 'from testbed.demo import crd_path; print(crd_path())')
-gpuvm-operator kube-emulator --port "$KUBE_PORT" --crds "$crd" >/tmp/liveness-kube.log 2>&1 &
+crds=$(python3 -c 'from testbed.demo import crd_paths; print(" ".join(map(str, crd_paths())))')
+# shellcheck disable=SC2086 # one word per CRD file
+gpuvm-operator kube-emulator --port "$KUBE_PORT" --crds $crds >/tmp/liveness-kube.log 2>&1 &
 kube=$!
 trap 'kill "$kube" 2>/dev/null || true' EXIT
 echo simulator-token >/tmp/liveness-token

@@ -64,9 +64,10 @@ VMS = (
 COLUMNS = ("NAME", "DESIRED", "POWER", "READY", "REASON", "LAST OPERATION")
 
 
-def crd_path() -> Path:
-    """The GpuVm CRD shipped with the package (the same file as deploy/crds)."""
-    return Path(str(resources.files("controller") / "data" / "gpuvms.gpuvm.dev.yaml"))
+def crd_paths() -> list[Path]:
+    """The CRDs shipped with the package (the same files as deploy/crds): GpuVm and GpuVmClaim."""
+    data = Path(str(resources.files("controller") / "data"))
+    return sorted(data.glob("*.gpuvm.dev.yaml"))
 
 
 def last_operation_text(status: Mapping[str, Any]) -> str:
@@ -166,7 +167,7 @@ def _sandbox(workdir: Path) -> Sandbox:
         ca_file=str(workdir / "azure-sim-ca.pem"),
         faults=(Fault.parse("op=start vm=vm-a100-01 error=AllocationFailed times=1 after=1"),),
     )
-    return Sandbox(crds=[crd_path()], simulator=config, vms=vms, workdir=workdir, namespace=NAMESPACE)
+    return Sandbox(crds=crd_paths(), simulator=config, vms=vms, workdir=workdir, namespace=NAMESPACE)
 
 
 # The demo's ``gpuvm-operator run`` flags beyond the sandbox's: cadences scaled to its clock.

@@ -25,7 +25,7 @@ from testbed.serving import ServerThread
 from tests.deploy.conftest import ROOT
 
 CRDS = ROOT / "deploy" / "crds"
-OURS = {"gpuvms.gpuvm.dev"}
+OURS = {"gpuvms.gpuvm.dev", "gpuvmclaims.gpuvm.dev"}
 PEERING = {"clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"}
 
 

@@ -60,6 +60,7 @@ TOKENS = {
     "not-deallocate": [Permission(tuple(ROLE), ("Microsoft.Compute/virtualMachines/deallocate/action",))],
 }
 CRD = yaml.safe_load((ROOT / "deploy" / "crds" / "gpuvms.gpuvm.dev.yaml").read_text())
+CLAIM_CRD = yaml.safe_load((ROOT / "deploy" / "crds" / "gpuvmclaims.gpuvm.dev.yaml").read_text())
 
 
 @pytest.fixture
@@ -126,6 +127,7 @@ def test_a_healthy_world_passes(world: Sandbox, env: dict[str, str]) -> None:
         "kubernetes.config": "ok",
         "kubernetes.api": "ok",
         "kubernetes.version": "ok",
+        "kubernetes.crd.gpuvmclaims.gpuvm.dev": "ok",
         "kubernetes.crd.gpuvms.gpuvm.dev": "ok",
         "kubernetes.rbac": rbac,
         "azure.credential": "ok",
@@ -150,7 +152,7 @@ def test_text_output_is_one_line_per_check(world: Sandbox, env: dict[str, str]) 
     lines = ran.stdout.splitlines()
     assert lines[0] == "Kubernetes" and "Azure" in lines and "Consent" in lines
     body = [line for line in lines[:-1] if line.startswith("  ")]
-    assert len(body) == 10 and all(line.startswith(("  OK   ", "  SKIP ")) for line in body), lines
+    assert len(body) == 11 and all(line.startswith(("  OK   ", "  SKIP ")) for line in body), lines
     assert "  OK   CRD gpuvms.gpuvm.dev: installed, established, this build's (v1alpha1)" in lines
     assert lines[-1] == f"All {sum(line.startswith('  OK') for line in body)} checks passed."
 
@@ -257,6 +259,7 @@ def test_an_older_crd_schema_warns(world: Sandbox, env: dict[str, str], bare_clu
         "convergedGeneration"
     ]
     install_crd(bare_cluster, older)
+    install_crd(bare_cluster, CLAIM_CRD)
     ran = check(*flags(world), env={**env, "KUBECONFIG": bare_cluster})
     crd = ran.checks["kubernetes.crd.gpuvms.gpuvm.dev"]
     assert crd["status"] == "warn"

@@ -118,7 +118,7 @@ def bare_emulator() -> Iterator[ServerThread]:
 
 def test_crd_not_installed(bare_emulator: ServerThread, tmp_path: Path) -> None:
     line = one_line(run("--kube-server", bare_emulator.server.url, env=base_env(tmp_path)), EXIT_CRD)
-    assert line.startswith("the CRD gpuvms.gpuvm.dev is not installed: kubectl apply -f deploy/crds/")
+    assert line.startswith("the CRDs gpuvmclaims.gpuvm.dev and gpuvms.gpuvm.dev are not installed: kubectl apply -f deploy/crds/")
 
 
 def test_crd_of_another_version(tmp_path: Path) -> None:
@@ -130,8 +130,8 @@ def test_crd_of_another_version(tmp_path: Path) -> None:
     finally:
         thread.stop()
     assert line.startswith(
-        "the API server serves gpuvm.dev v1beta1, not v1alpha1 gpuvms, which this operator uses: "
-        "kubectl apply -f deploy/crds/"
+        "the API server serves gpuvm.dev v1beta1, not v1alpha1 gpuvms, which this operator uses; "
+        "the CRD gpuvmclaims.gpuvm.dev is not installed: kubectl apply -f deploy/crds/"
     )
 
 

@@ -21,7 +21,7 @@ from bench.procs import Emulator, Operator, Processes, Simulator, start_emulator
 from testbed.azuresim.model import vm_resource_id
 
 ROOT = Path(__file__).resolve().parents[1]
-CRDS = [ROOT / "deploy" / "crds" / "gpuvms.gpuvm.dev.yaml"]
+CRDS = sorted((ROOT / "deploy" / "crds").glob("*.gpuvm.dev.yaml"))  # the operator waits for every CRD it ships
 MANAGED = {"gpuvm-managed": "true"}
 
 

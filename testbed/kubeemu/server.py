@@ -8,6 +8,7 @@ CRDs are created or deleted through the API; a static route table could not foll
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import random
 from collections import Counter
@@ -20,6 +21,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from . import errors as E
+from . import managedfields as mf
 from .access import Access, AccessLog, request_attributes
 from .patches import (
     PatchApplyError,
@@ -30,7 +32,7 @@ from .patches import (
 )
 from .resources import CRD_GROUP, ResourceInfo, sort_versions
 from .selectors import matcher, parse_field_selector, parse_label_selector
-from .store import Store, decode_continue, encode_continue
+from .store import Author, Store, decode_continue, encode_continue
 from .watch import Watcher
 
 KUBE_VERSION = {"major": "1", "minor": "36", "gitVersion": "v1.36.0-kubeemu", "gitCommit": "kubeemu",
@@ -80,6 +82,20 @@ def load_crds(sources: Iterable[Path | str | dict[str, Any]]) -> list[dict[str, 
                     raise CrdLoadError(f"{f}: not a CustomResourceDefinition (kind={d.get('kind') if isinstance(d, dict) else None!r})")
                 out.append(d)
     return out
+
+
+def _author(request: web.Request, options_kind: str) -> Author:
+    """The field manager of a write: ``fieldManager`` (validated like the apiserver), else from the User-Agent."""
+    manager = request.query.get("fieldManager", "")
+    errors: list[E.FieldError] = []
+    for problem in mf.field_manager_problems(manager):
+        if problem == "too-long":
+            errors.append(E.too_long("fieldManager", "", mf.MAX_MANAGER_LENGTH))
+        else:
+            errors.append(E.invalid("fieldManager", manager, problem))
+    if errors:
+        raise E.invalid_object(E.Target("meta.k8s.io", "", options_kind), "", errors)
+    return Author(manager or mf.manager_from_user_agent(request.headers.get("User-Agent", "")))
 
 
 def _json(body: Any, status: int = 200, warnings: Sequence[str] = ()) -> web.Response:
@@ -255,10 +271,11 @@ class KubeEmulator:
             if verb == "LIST":
                 return self._list(info, ns, q)
             if verb == "CREATE":
+                author = _author(request, "CreateOptions")
                 body = await self._body(request)
                 self._refuse_terminating(info, "create")
                 r = self.store.create(info, ns or "", body, dry_run=self._dry_run(q),
-                                      field_validation=q.get("fieldValidation", "Warn"))
+                                      field_validation=q.get("fieldValidation", "Warn"), author=author)
                 return _json(r.body, r.code, r.warnings)
             if verb == "DELETECOLLECTION":
                 return self._delete_collection(info, ns or "", q)
@@ -267,9 +284,10 @@ class KubeEmulator:
             if verb == "GET":
                 return _json(self.store.get(info, nsv, name))
             if verb == "UPDATE":
+                author = _author(request, "UpdateOptions")
                 body = await self._body(request)
                 r = self.store.update(info, nsv, name, body, subresource=sub, dry_run=self._dry_run(q),
-                                      field_validation=q.get("fieldValidation", "Warn"))
+                                      field_validation=q.get("fieldValidation", "Warn"), author=author)
                 return _json(r.body, r.code, r.warnings)
             if verb == "PATCH":
                 r = await self._patch(request, info, nsv, name, sub)
@@ -367,6 +385,7 @@ class KubeEmulator:
         accepted = [JSONPATCH, MERGE] + ([] if info.custom else [STRATEGIC]) + [APPLY]
         if ctype not in accepted:
             raise E.unsupported_media_type(accepted)
+        author = _author(request, "PatchOptions")
         raw = await request.read()
         fv = q.get("fieldValidation", "Warn")
         if ctype == APPLY:
@@ -391,13 +410,15 @@ class KubeEmulator:
             raise E.ApiError(422, "Invalid", "the server rejected our request due to an error in our request",
                              {"causes": [{"reason": "UnexpectedServerResponse", "message": str(e)}]}) from None
         return self.store.update(info, ns, name, patched, subresource=sub, dry_run=self._dry_run(q),
-                                 field_validation=fv, is_patch=True)
+                                 field_validation=fv, is_patch=True, author=author)
 
     def _apply(self, info: ResourceInfo, ns: str, name: str, sub: str, raw: bytes, q: Any, fv: str) -> Any:
         """Server-side apply, minimal: create if absent, else merge the applied config in.
 
-        No field ownership (managedFields), no conflicts, no removal of fields a manager
-        stopped applying: an apply behaves like a merge patch of the applied configuration.
+        managedFields are kept as the real one keeps them (the applier owns exactly what it
+        applied, conflicts with other managers are 409 unless ``force=true``), but the object is
+        merged like a merge patch: associative lists are replaced, not merged by key, and fields
+        the applier stopped applying are not removed.
         """
         assert self.store is not None
         if not q.get("fieldManager"):
@@ -415,15 +436,19 @@ class KubeEmulator:
         meta = applied.get("metadata") or {}
         if meta.get("name") and meta["name"] != name:
             raise E.bad_request(f"the name of the object ({meta['name']}) does not match the name on the URL ({name})")
+        if isinstance(meta, dict) and meta.get("managedFields") is not None:
+            raise E.bad_request("metadata.managedFields must be nil")
+        author = Author(q["fieldManager"], applied=applied, force=q.get("force") in ("true", "1"))
         key = (ns if info.namespaced else "", name)
         if key not in self.store.objects[info.key]:
             if sub:
                 raise E.not_found(info.target, name)
             applied.setdefault("metadata", {})["name"] = name
-            return self.store.create(info, ns, applied, dry_run=self._dry_run(q), field_validation=fv)
+            return self.store.create(info, ns, copy.deepcopy(applied), dry_run=self._dry_run(q), field_validation=fv,
+                                     author=author)
         current = self.store.get(info, ns, name)
         return self.store.update(info, ns, name, merge_patch(current, applied), subresource=sub,
-                                 dry_run=self._dry_run(q), field_validation=fv, is_patch=True)
+                                 dry_run=self._dry_run(q), field_validation=fv, is_patch=True, author=author)
 
     async def _watch(self, request: web.Request, info: ResourceInfo, ns: str | None) -> web.StreamResponse:
         assert self.store is not None

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import errors as E
+from . import managedfields as mf
 from .cel import CelCompileError
 from .metadata import finalizers_added_while_deleting, meta_problems
 from .resources import (
@@ -54,6 +55,15 @@ class WriteResult:
     body: dict[str, Any]
     code: int = 200
     warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Author:
+    """Who writes, for managedFields: the field manager and, for a server-side apply, what was applied."""
+
+    manager: str
+    applied: dict[str, Any] | None = None
+    force: bool = False
 
 
 class Store:
@@ -220,11 +230,9 @@ class Store:
             raise E.bad_request(f"the name of the object ({meta.get('name', '')}) does not match the name on the URL ({url_name})")
         return obj
 
-    def _prepare(self, info: ResourceInfo, obj: dict[str, Any], old: dict[str, Any] | None,
-                 *, subresource: str, field_validation: str) -> list[str]:
-        """Strategy: status split, pruning, defaulting, validation. Returns warnings."""
+    def _normalize(self, info: ResourceInfo, obj: dict[str, Any], *, field_validation: str) -> list[str]:
+        """What decoding does to a custom resource: prune unknown fields, apply defaults. Returns warnings."""
         warnings: list[str] = []
-        name = obj["metadata"].get("name") or obj["metadata"].get("generateName", "")
         if info.custom and info.schema is not None:
             pruned = info.schema.prune(obj)
             if pruned:
@@ -236,6 +244,11 @@ class Store:
                 if field_validation != "Ignore":
                     warnings += [f'unknown field "{p}"' for p in pruned]
             info.schema.default(obj)
+        return warnings
+
+    def _validate(self, info: ResourceInfo, obj: dict[str, Any], old: dict[str, Any] | None, *, subresource: str) -> None:
+        """The strategy's validation (ObjectMeta, finalizers while deleting, uid, schema, CEL, CRDs)."""
+        name = obj["metadata"].get("name") or obj["metadata"].get("generateName", "")
         errs: list[E.FieldError] = []
         if old is None or subresource == "":
             errs += meta_problems(obj["metadata"], rule=info.name_rule)
@@ -259,22 +272,46 @@ class Store:
                     errs.append(E.invalid("spec.validation.openAPIV3Schema", "", str(e)))
         if errs:
             raise E.invalid_object(info.target, name, errs)
-        return warnings
+
+    def _track(self, info: ResourceInfo, old: dict[str, Any] | None, new: dict[str, Any], *, author: Author | None,
+               subresource: str) -> list[dict[str, Any]] | None:
+        """The managedFields ``new`` gets (see managedfields.py); internal writes keep what ``old`` had."""
+        if author is None:
+            return (old or {}).get("metadata", {}).get("managedFields")
+        reset: mf.PathSet = frozenset()
+        if info.status_subresource:
+            reset = frozenset({("f:spec",)}) if subresource else frozenset({("f:status",)})
+        write = mf.Write(manager=author.manager, api_version=info.api_version, subresource=subresource, reset=reset,
+                         now=now_rfc3339())
+        schema = info.schema.raw if info.schema is not None else mf.BUILTIN_SCHEMAS.get(info.key)
+        if author.applied is None:
+            return mf.update(old, new, write, schema)
+        try:
+            return mf.apply(old, new, author.applied, write, schema, force=author.force)
+        except mf.ApplyConflict as e:
+            raise E.ApiError(409, "Conflict", str(e), {"causes": [
+                {"reason": "FieldManagerConflict", "message": f"conflict with {mf.print_manager(entry)}",
+                 "field": mf.path_string(path)} for entry, path in e.conflicts]}) from None
+        except mf.FieldsError as e:
+            raise E.internal(f"failed to update managed fields: {e}") from None
 
     def create(self, info: ResourceInfo, ns: str, body: Any, *, dry_run: bool = False,
-               field_validation: str = "Warn") -> WriteResult:
+               field_validation: str = "Warn", author: Author | None = None) -> WriteResult:
         obj = self._decode(info, ns, body, url_name=None)
         meta = obj["metadata"]
         if meta.get("resourceVersion"):
             raise E.bad_request("resourceVersion should not be set on objects to be created")
         self._check_namespace(info, ns, meta.get("name") or "")
         for k in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation",
-                  "selfLink", "managedFields"):
+                  "selfLink"):
             meta.pop(k, None)
-        if info.custom and info.status_subresource:
-            obj.pop("status", None)
         if info.key == f"{CRD_GROUP}/customresourcedefinitions":
             default_crd(obj)
+        warnings = self._normalize(info, obj, field_validation=field_validation)
+        managed = self._track(info, None, obj, author=author, subresource="")
+        meta.pop("managedFields", None)
+        if info.status_subresource and info.custom:
+            obj.pop("status", None)
         if info.key == "/namespaces":
             obj["spec"] = {"finalizers": ["kubernetes"]}
             obj["status"] = {"phase": "Active"}
@@ -282,7 +319,7 @@ class Store:
         generated = not meta.get("name") and bool(meta.get("generateName"))
         if generated:
             meta["name"] = _generate(meta["generateName"])
-        warnings = self._prepare(info, obj, None, subresource="", field_validation=field_validation)
+        self._validate(info, obj, None, subresource="")
         pool = self.objects[info.key]
         attempts = 1
         while (ns if info.namespaced else "", meta["name"]) in pool:
@@ -295,6 +332,8 @@ class Store:
         meta["creationTimestamp"] = now
         if info.tracks_generation:
             meta["generation"] = 1
+        if managed:
+            meta["managedFields"] = managed
         if info.key == f"{CRD_GROUP}/customresourcedefinitions":
             obj["status"] = crd_status(obj, now)
         obj = {k: obj[k] for k in ("apiVersion", "kind", "metadata", *[k for k in obj if k not in ("apiVersion", "kind", "metadata")])}
@@ -306,7 +345,8 @@ class Store:
         return WriteResult(self.present(info, stored), 201, tuple(warnings))
 
     def update(self, info: ResourceInfo, ns: str, name: str, body: Any, *, subresource: str = "",
-               dry_run: bool = False, field_validation: str = "Warn", is_patch: bool = False) -> WriteResult:
+               dry_run: bool = False, field_validation: str = "Warn", is_patch: bool = False,
+               author: Author | None = None) -> WriteResult:
         key = (ns if info.namespaced else "", name)
         old = self.objects[info.key].get(key)
         if old is None:
@@ -319,6 +359,8 @@ class Store:
                 raise E.conflict(info.target, name, E.MODIFIED)
         elif not is_patch and info.custom:
             raise E.invalid_object(info.target, name, [E.invalid("metadata.resourceVersion", _Hex0(), "must be specified for an update")])
+        warnings = self._normalize(info, obj, field_validation=field_validation)
+        managed = self._track(info, old, obj, author=author, subresource=subresource)
         obj = self._merge_subresource(info, old, obj, subresource)
         meta = obj["metadata"]
         om = old["metadata"]
@@ -330,8 +372,10 @@ class Store:
         meta.setdefault("uid", om["uid"])
         meta.pop("selfLink", None)
         meta.pop("managedFields", None)
+        if managed:
+            meta["managedFields"] = managed
         meta["resourceVersion"] = om["resourceVersion"]
-        warnings = self._prepare(info, obj, old, subresource=subresource, field_validation=field_validation)
+        self._validate(info, obj, old, subresource=subresource)
         if info.key == f"{CRD_GROUP}/customresourcedefinitions" and subresource == "":
             obj["status"] = crd_status(obj, now_rfc3339()) if obj.get("spec") != old.get("spec") else old.get("status")
         if info.tracks_generation and _content(info, obj) != _content(info, old):

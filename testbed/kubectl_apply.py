@@ -33,6 +33,17 @@ def _go_json(value: Any) -> str:
         .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
 
 
+def manifest(*, api_version: str, kind: str, name: str, spec: Mapping[str, Any], labels: Mapping[str, str] | None = None,
+             annotations: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """A manifest as a user writes it in a YAML file (no namespace: ``kubectl apply -n`` fills it in)."""
+    metadata: dict[str, Any] = {"name": name}
+    if labels:
+        metadata["labels"] = dict(labels)
+    if annotations:
+        metadata["annotations"] = dict(annotations)
+    return {"apiVersion": api_version, "kind": kind, "metadata": metadata, "spec": dict(spec)}
+
+
 def modified_configuration(obj: Mapping[str, Any], *, namespace: str | None) -> dict[str, Any]:
     """The object kubectl sends (GetModifiedConfiguration with annotate=true), namespace filled in."""
     out = copy.deepcopy(dict(obj))

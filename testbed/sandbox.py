@@ -86,12 +86,8 @@ class Cluster:
               labels: Mapping[str, str] | None = None, annotations: Mapping[str, str] | None = None) -> dict[str, Any]:
         """A GpuVm as ``kubectl apply`` (client-side) creates or updates it: last-applied annotation,
         field manager ``kubectl-client-side-apply``, a three-way merge patch when it exists."""
-        metadata: dict[str, Any] = {"name": name}
-        if labels:
-            metadata["labels"] = dict(labels)
-        if annotations:
-            metadata["annotations"] = dict(annotations)
-        manifest = {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "metadata": metadata, "spec": dict(spec)}
+        manifest = kubectl_apply.manifest(api_version=f"{GROUP}/{VERSION}", kind=KIND, name=name, spec=spec, labels=labels,
+                                          annotations=annotations)
         namespace = ns or self.default_namespace
         modified = kubectl_apply.modified_configuration(manifest, namespace=namespace)
         current = self.get(name, namespace)

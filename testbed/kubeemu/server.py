@@ -32,7 +32,7 @@ from .patches import (
 )
 from .resources import CRD_GROUP, ResourceInfo, sort_versions
 from .selectors import matcher, parse_field_selector, parse_label_selector
-from .store import Author, Store, decode_continue, encode_continue
+from .store import Author, Store, decode_continue, delete_options_problems, encode_continue
 from .watch import Watcher
 
 KUBE_VERSION = {"major": "1", "minor": "36", "gitVersion": "v1.36.0-kubeemu", "gitCommit": "kubeemu",
@@ -98,6 +98,26 @@ def _author(request: web.Request, options_kind: str) -> Author:
     return Author(manager or mf.manager_from_user_agent(request.headers.get("User-Agent", "")))
 
 
+async def _delete_options(request: web.Request) -> dict[str, Any]:
+    """DeleteOptions from the body when there is one, else from the query (as the apiserver decodes them)."""
+    raw = await request.read()
+    if raw.strip():
+        try:
+            options = json.loads(raw)
+        except ValueError as e:
+            raise E.bad_request(str(e)) from None
+        options = options if isinstance(options, dict) else {}
+    else:
+        q = request.query
+        options = {k: q[k] for k in ("propagationPolicy",) if k in q}
+        if "orphanDependents" in q:
+            options["orphanDependents"] = q["orphanDependents"] in ("true", "1")
+    errors = delete_options_problems(options)
+    if errors:
+        raise E.invalid_object(E.Target("meta.k8s.io", "", "DeleteOptions"), "", errors)
+    return options
+
+
 def _json(body: Any, status: int = 200, warnings: Sequence[str] = ()) -> web.Response:
     headers = CIMultiDict()
     for w in warnings:
@@ -119,6 +139,7 @@ class KubeEmulator:
         self.store: Store | None = None
         self._runner: web.AppRunner | None = None
         self._bookmarker: asyncio.Task[None] | None = None
+        self._collector: asyncio.Task[None] | None = None
         self._stats: Counter[tuple[str, str, int]] = Counter()
         self._access = AccessLog()
         self.url = ""
@@ -146,15 +167,17 @@ class KubeEmulator:
         self.port = sock.getsockname()[1]
         self.url = f"http://{self.host}:{self.port}"
         self._bookmarker = asyncio.get_running_loop().create_task(self._bookmarks())
+        self._collector = asyncio.get_running_loop().create_task(self.store.gc.run(), name="kubeemu garbage collector")
 
     async def stop(self) -> None:
-        if self._bookmarker is not None:
-            self._bookmarker.cancel()
-            try:
-                await self._bookmarker
-            except asyncio.CancelledError:
-                pass
-            self._bookmarker = None
+        for task in (self._bookmarker, self._collector):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+        self._bookmarker = self._collector = None
         if self.store is not None:
             self.store.hub.close_all()
         if self._runner is not None:
@@ -278,7 +301,7 @@ class KubeEmulator:
                                       field_validation=q.get("fieldValidation", "Warn"), author=author)
                 return _json(r.body, r.code, r.warnings)
             if verb == "DELETECOLLECTION":
-                return self._delete_collection(info, ns or "", q)
+                return self._delete_collection(info, ns or "", q, await _delete_options(request))
         elif name is not None:
             nsv = ns or ""
             if verb == "GET":
@@ -293,13 +316,8 @@ class KubeEmulator:
                 r = await self._patch(request, info, nsv, name, sub)
                 return _json(r.body, r.code, r.warnings)
             if verb == "DELETE" and not sub:
-                raw = await request.read()
-                try:
-                    options = json.loads(raw) if raw.strip() else {}
-                except ValueError as e:
-                    raise E.bad_request(str(e)) from None
-                r = self.store.delete(info, nsv, name, options if isinstance(options, dict) else {},
-                                      dry_run=self._dry_run(q))
+                options = await _delete_options(request)
+                r = self.store.delete(info, nsv, name, options, dry_run=self._dry_run(q))
                 return _json(r.body, r.code)
         raise E.method_not_allowed("the server does not allow this method on the requested resource")
 
@@ -366,14 +384,14 @@ class KubeEmulator:
             items = [{k: v for k, v in o.items() if k not in ("apiVersion", "kind")} for o in items]
         return _json({"apiVersion": info.api_version, "items": items, "kind": f"{info.kind}List", "metadata": meta})
 
-    def _delete_collection(self, info: ResourceInfo, ns: str, q: Any) -> web.Response:
+    def _delete_collection(self, info: ResourceInfo, ns: str, q: Any, options: dict[str, Any]) -> web.Response:
         assert self.store is not None
         match, _ = self._selectors(info, q)
         items, _, _ = self.store.list(info, ns if info.namespaced else None, match, limit=0, start="")
         deleted = []
         for obj in items:
             m = obj["metadata"]
-            r = self.store.delete(info, m.get("namespace", ""), m["name"], None, dry_run=self._dry_run(q))
+            r = self.store.delete(info, m.get("namespace", ""), m["name"], options, dry_run=self._dry_run(q))
             deleted.append(r.body if r.body.get("kind") != "Status" else obj)
         return _json({"apiVersion": info.api_version, "items": deleted, "kind": f"{info.kind}List",
                       "metadata": {"resourceVersion": str(self.store.rv)}})

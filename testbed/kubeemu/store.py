@@ -25,7 +25,9 @@ from typing import Any
 
 from . import errors as E
 from . import managedfields as mf
+from . import pods
 from .cel import CelCompileError
+from .collector import FOREGROUND, ORPHAN, GarbageCollector
 from .metadata import finalizers_added_while_deleting, meta_problems
 from .resources import (
     BUILTINS,
@@ -42,6 +44,7 @@ from .watch import Change, WatchHub
 _NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
 _GENERATE_ATTEMPTS = 8
 IMMORTAL_NAMESPACES = frozenset({"default", "kube-system", "kube-public"})
+RETURNS_DELETED = frozenset({"/pods"})  # registries with ReturnDeletedObject: the object, not a Status
 
 
 def now_rfc3339() -> str:
@@ -73,6 +76,7 @@ class Store:
         self.hub = WatchHub(history=watch_history, current_rv=lambda: self.rv)
         self._by_gvr: dict[tuple[str, str, str], ResourceInfo] = {}
         self._ns_counts: Counter[str] = Counter()
+        self.gc = GarbageCollector(self)
         for info in BUILTINS:
             self._register(info)
         for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
@@ -113,7 +117,7 @@ class Store:
 
     def _redefault(self, key: str) -> None:
         """Defaults of a changed schema show on read, as storage-version defaulting does."""
-        info = self._storage_info(key)
+        info = self.storage_info(key)
         if info is None or info.schema is None:
             return
         for k, obj in list(self.objects.get(key, {}).items()):
@@ -122,9 +126,16 @@ class Store:
             if new != obj:
                 self.objects[key][k] = new
 
-    def _storage_info(self, key: str) -> ResourceInfo | None:
+    def storage_info(self, key: str) -> ResourceInfo | None:
         for info in self._by_gvr.values():
             if info.key == key:
+                return info
+        return None
+
+    def info_for_kind(self, group: str, kind: str) -> ResourceInfo | None:
+        """The resource serving ``kind`` in ``group`` (any version): how owner references are resolved."""
+        for info in self._by_gvr.values():
+            if info.group == group and info.kind == kind:
                 return info
         return None
 
@@ -182,6 +193,7 @@ class Store:
                 self._ns_counts[ns] += 1
             pool[key] = stored
         self.hub.publish(info.key, Change(self.rv, type_, ns, stored, old))
+        self.gc.observe(info.key, type_, stored, old)
         return stored
 
     def _check_namespace(self, info: ResourceInfo, ns: str, name: str) -> None:
@@ -244,6 +256,8 @@ class Store:
                 if field_validation != "Ignore":
                     warnings += [f'unknown field "{p}"' for p in pruned]
             info.schema.default(obj)
+        if info.key == "/pods":
+            pods.default(obj)
         return warnings
 
     def _validate(self, info: ResourceInfo, obj: dict[str, Any], old: dict[str, Any] | None, *, subresource: str) -> None:
@@ -263,6 +277,8 @@ class Store:
             errs += schema_errs
             if not schema_errs:
                 errs += info.schema.validate_rules(obj, old)
+        if info.key == "/pods":
+            errs += pods.problems(obj, old, subresource=subresource)
         if info.key == f"{CRD_GROUP}/customresourcedefinitions":
             errs += crd_problems(obj)
             if not errs:
@@ -312,6 +328,8 @@ class Store:
         meta.pop("managedFields", None)
         if info.status_subresource and info.custom:
             obj.pop("status", None)
+        if info.key == "/pods":
+            obj["status"] = pods.initial_status(obj)
         if info.key == "/namespaces":
             obj["spec"] = {"finalizers": ["kubernetes"]}
             obj["status"] = {"phase": "Active"}
@@ -431,17 +449,21 @@ class Store:
                              f"ResourceVersion in object meta: {om['resourceVersion']}")
         if name in IMMORTAL_NAMESPACES and info.key == "/namespaces":
             raise E.forbidden_error(info.target, name, "this namespace may not be deleted")
-        pending = bool(om.get("finalizers")) or (info.key == "/namespaces") or \
+        finalizers = _finalizers_for_deletion(om.get("finalizers") or [], options or {})
+        pending = bool(finalizers) or (info.key == "/namespaces") or \
             (info.key == f"{CRD_GROUP}/customresourcedefinitions" and self._crd_has_objects(old))
         if pending:
-            if om.get("deletionTimestamp"):
+            if om.get("deletionTimestamp") and set(finalizers) == set(om.get("finalizers") or []):
                 return WriteResult(self.present(info, old))
             obj = copy.deepcopy(old)
             m = obj["metadata"]
-            m["deletionTimestamp"] = now_rfc3339()
-            m["deletionGracePeriodSeconds"] = 0
-            if m.get("generation", 0) > 0:
-                m["generation"] += 1
+            if finalizers or m.get("finalizers"):
+                m["finalizers"] = finalizers
+            if not m.get("deletionTimestamp"):
+                m["deletionTimestamp"] = now_rfc3339()
+                m["deletionGracePeriodSeconds"] = 0
+                if m.get("generation", 0) > 0:
+                    m["generation"] += 1
             if info.key == "/namespaces":
                 obj["status"] = {"phase": "Terminating"}
             if dry_run:
@@ -454,10 +476,10 @@ class Store:
             current = self.objects[info.key].get(key)
             return WriteResult(self.present(info, current) if current is not None else self.present(info, stored))
         if dry_run:
-            return WriteResult(_success(info, old))
+            return WriteResult(self.present(info, old) if info.key in RETURNS_DELETED else _success(info, old))
         stored = self._commit(info, "DELETED", old, None)
         self._after_delete(info, stored)
-        return WriteResult(_success(info, stored))
+        return WriteResult(self.present(info, stored) if info.key in RETURNS_DELETED else _success(info, stored))
 
     # ------------------------------------------------------- cascading cleanup
     def _after_delete(self, info: ResourceInfo, stored: dict[str, Any]) -> None:
@@ -504,7 +526,7 @@ class Store:
 
     def _terminate_crd(self, crd: dict[str, Any]) -> None:
         key = f"{crd['spec']['group']}/{crd['spec']['names']['plural']}"
-        info = self._storage_info(key)
+        info = self.storage_info(key)
         if info is not None:
             for (ns, name) in list(self.objects.get(key, {})):
                 if (ns, name) in self.objects.get(key, {}):
@@ -533,6 +555,42 @@ class _Hex0:
 
     def __str__(self) -> str:
         return "0x0"
+
+
+_POLICIES = ["Foreground", "Background", "Orphan"]
+
+
+def delete_options_problems(options: dict[str, Any]) -> list[E.FieldError]:
+    """ValidateDeleteOptions (apimachinery/pkg/apis/meta/v1/validation)."""
+    errs: list[E.FieldError] = []
+    policy = options.get("propagationPolicy")
+    if options.get("orphanDependents") is not None and policy is not None:
+        errs.append(E.invalid("propagationPolicy", policy, "orphanDependents and deletionPropagation cannot be both set"))
+    if policy is not None and policy not in _POLICIES:
+        errs.append(E.not_supported("propagationPolicy", policy, [*_POLICIES, "nil"]))
+    return errs
+
+
+def _finalizers_for_deletion(finalizers: list[str], options: dict[str, Any]) -> list[str]:
+    """deletionFinalizersForGarbageCollection: the object's finalizers with orphan/foregroundDeletion as asked.
+
+    An explicit orphanDependents or propagationPolicy decides; else a GC finalizer already there
+    does; else the default, background (nothing to add).
+    """
+    orphan_flag, policy = options.get("orphanDependents"), options.get("propagationPolicy")
+    present = next((f for f in finalizers if f in (ORPHAN, FOREGROUND)), None)
+    if orphan_flag is not None:
+        orphan, foreground = bool(orphan_flag), False
+    elif policy is not None:
+        orphan, foreground = policy == "Orphan", policy == "Foreground"
+    else:
+        orphan, foreground = present == ORPHAN, present == FOREGROUND
+    out = [f for f in finalizers if f not in (ORPHAN, FOREGROUND)]
+    if orphan:
+        out.append(ORPHAN)
+    if foreground:
+        out.append(FOREGROUND)
+    return out
 
 
 def _key(k: tuple[str, str]) -> str:

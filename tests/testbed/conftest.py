@@ -3,7 +3,8 @@
 Kubernetes emulator fixtures: ``kube_emulator`` (a started ``KubeEmulator`` with the test CRDs
 and the project's CRDs, in a ``ServerThread``), ``kube_thread`` (that thread, to read the
 emulator's state on its loop), ``kube_api`` (an official ``kubernetes`` ApiClient for it),
-``kube_raw`` (raw HTTP for what the client cannot express), and ``wait_for``.
+``kube_raw`` (raw HTTP for what the client cannot express), ``co``/``core`` (CustomObjectsApi, CoreV1Api
+on it), and ``wait_for``.
 """
 
 from __future__ import annotations
@@ -52,6 +53,16 @@ def kube_api(kube_emulator: KubeEmulator) -> Iterator[client.ApiClient]:
         yield api
     finally:
         api.close()
+
+
+@pytest.fixture
+def co(kube_api: client.ApiClient) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(kube_api)
+
+
+@pytest.fixture
+def core(kube_api: client.ApiClient) -> client.CoreV1Api:
+    return client.CoreV1Api(kube_api)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ subresources, finalizers, selectors, paging, resumable watches with bookmarks, a
 pruning/defaulting/validation including CEL rules. Divergences are listed in README.md here.
 """
 
+from .authz import Identity, Rule
 from .server import CrdLoadError, KubeEmulator
 
-__all__ = ["KubeEmulator", "CrdLoadError"]
+__all__ = ["KubeEmulator", "CrdLoadError", "Identity", "Rule"]

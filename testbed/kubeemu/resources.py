@@ -102,6 +102,8 @@ BUILTINS: tuple[ResourceInfo, ...] = (
     ResourceInfo("", "v1", "secrets", "secret", "Secret", True, field_selectors=BASE_FIELDS | {"type"}),
     ResourceInfo("", "v1", "serviceaccounts", "serviceaccount", "ServiceAccount", True, ("sa",)),
     ResourceInfo("coordination.k8s.io", "v1", "leases", "lease", "Lease", True),
+    ResourceInfo("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "selfsubjectaccessreview",
+                 "SelfSubjectAccessReview", False, verbs=("create",)),
     ResourceInfo(CRD_GROUP, "v1", "customresourcedefinitions", "customresourcedefinition", "CustomResourceDefinition",
                  False, ("crd", "crds"), ("api-extensions",), status_subresource=True, tracks_generation=True),
 )

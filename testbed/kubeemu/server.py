@@ -23,6 +23,7 @@ from multidict import CIMultiDict
 from . import errors as E
 from . import managedfields as mf
 from .access import Access, AccessLog, request_attributes
+from .authz import Authorizer, Identity, forbidden, self_subject_access_review
 from .patches import (
     PatchApplyError,
     PatchDecodeError,
@@ -51,6 +52,8 @@ _VERBS = {
 }
 
 
+SSAR = "authorization.k8s.io/selfsubjectaccessreviews"
+_SUBJECT = web.RequestKey("kubeemu_subject", tuple)  # (user name, RBAC rules or None) of the request
 _KUSTOMIZATIONS = frozenset({"kustomization.yaml", "kustomization.yml"})
 
 
@@ -130,7 +133,8 @@ class KubeEmulator:
     """An in-process Kubernetes API server for kopf and the official client (see package doc)."""
 
     def __init__(self, crds: Iterable[Path | str | dict[str, Any]] = (), *, host: str = "127.0.0.1", port: int = 0,
-                 watch_history: int = 1000, bookmark_interval: float = 30.0) -> None:
+                 watch_history: int = 1000, bookmark_interval: float = 30.0,
+                 identities: Iterable[Identity] | None = None) -> None:
         self._crds = load_crds(crds)
         self.host = host
         self.port = port
@@ -142,6 +146,8 @@ class KubeEmulator:
         self._collector: asyncio.Task[None] | None = None
         self._stats: Counter[tuple[str, str, int]] = Counter()
         self._access = AccessLog()
+        self._authorizer: Authorizer | None = None
+        self.set_identities(identities)
         self.url = ""
 
     # ------------------------------------------------------------ lifecycle
@@ -201,6 +207,10 @@ class KubeEmulator:
             "accessLogDropped": self._access.dropped,
         }
 
+    def set_identities(self, identities: Iterable[Identity] | None) -> None:
+        """Turn authentication and RBAC on with these identities, or off (None: everything allowed)."""
+        self._authorizer = None if identities is None else Authorizer(identities)
+
     def access_log(self) -> frozenset[Access]:
         """Every distinct (User-Agent, RBAC attributes) seen so far; see ``access.py``. O(distinct)."""
         return self._access.snapshot()
@@ -208,10 +218,12 @@ class KubeEmulator:
     # ------------------------------------------------------------ dispatch
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         label = [request.method, ""]  # _route fills in the verb and resource as soon as it knows them
-        self._access.record(request_attributes(request.method, request.path, request.query,
-                                               user_agent=request.headers.get("User-Agent", "")))
+        access = request_attributes(request.method, request.path, request.query,
+                                    user_agent=request.headers.get("User-Agent", ""))
+        self._access.record(access)
         code = 500
         try:
+            self._authorize(request, access)
             resp = await self._route(request, label)
             code = resp.status
             return resp
@@ -223,6 +235,17 @@ class KubeEmulator:
             raise
         finally:
             self._stats[(label[0], label[1], code)] += 1
+
+    def _authorize(self, request: web.Request, access: Access) -> None:
+        """Authenticate and authorize (when identities are configured); remember who asked, for SSARs."""
+        authorizer = self._authorizer
+        if authorizer is None:
+            request[_SUBJECT] = ("", None)
+            return
+        user, rules = authorizer.authenticate(request.headers.get("Authorization", ""))
+        request[_SUBJECT] = (user, rules)
+        if not authorizer.decide(user, rules, access).allowed:
+            raise forbidden(user, access)
 
     async def _route(self, request: web.Request, label: list[str]) -> web.StreamResponse:
         assert self.store is not None
@@ -288,6 +311,11 @@ class KubeEmulator:
         if verb == "LIST" and q.get("watch") in ("true", "1"):
             verb = "WATCH"
         label[0] = verb
+        if info.key == SSAR:
+            if verb != "CREATE":
+                raise E.method_not_allowed("the server does not allow this method on the requested resource")
+            user, rules = request[_SUBJECT]
+            return _json(self_subject_access_review(await self._body(request), user=user, rules=rules), 201)
         if name is None and (ns is not None or not info.namespaced or verb in ("LIST", "WATCH")):
             if verb == "WATCH":
                 return await self._watch(request, info, ns)

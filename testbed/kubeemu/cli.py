@@ -9,7 +9,10 @@ from pathlib import Path
 
 import yaml
 
+from testbed.faultspec import cli_faults
+
 from .authz import Identity, load_identities
+from .faults import Fault
 from .server import CrdLoadError, KubeEmulator
 
 
@@ -23,6 +26,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--rbac", metavar="FILE", default=None,
                    help="turn on bearer-token authentication and RBAC with the identities in this YAML file "
                         "(see testbed/kubeemu/authz.py); without it every request is allowed")
+    p.add_argument("--fault", action="append", default=[], metavar="SPEC",
+                   help="inject a fault, e.g. 'kind=watch-cut resource=gpuvms p=0.1 seed=7' (repeatable; "
+                        "see testbed/kubeemu/faults.py); more can be added at run time with POST /_emu/faults")
     p.set_defaults(func=run)
 
 
@@ -46,10 +52,11 @@ def run(args: argparse.Namespace) -> int:
     from controller.cli import CliError
 
     identities = _identities(args.rbac)
+    faults = cli_faults(args.fault, Fault.parse)
     try:
         emu = KubeEmulator([Path(c) for c in args.crds], host=args.host, port=args.port,
                            watch_history=args.watch_history, bookmark_interval=args.bookmark_interval,
-                           identities=identities)
+                           identities=identities, faults=faults)
     except CrdLoadError as e:
         raise CliError(str(e)) from None
     try:

@@ -24,6 +24,7 @@ from . import errors as E
 from . import managedfields as mf
 from .access import Access, AccessLog, request_attributes
 from .authz import Authorizer, Identity, forbidden, self_subject_access_review
+from .faults import Fault, FaultSet, FaultSpecError
 from .patches import (
     PatchApplyError,
     PatchDecodeError,
@@ -121,8 +122,8 @@ async def _delete_options(request: web.Request) -> dict[str, Any]:
     return options
 
 
-def _json(body: Any, status: int = 200, warnings: Sequence[str] = ()) -> web.Response:
-    headers = CIMultiDict()
+def _json(body: Any, status: int = 200, warnings: Sequence[str] = (), *, headers: dict[str, str] | None = None) -> web.Response:
+    headers = CIMultiDict(headers or {})
     for w in warnings:
         headers.add("Warning", f"299 - {json.dumps(w)}")
     return web.Response(body=json.dumps(body, separators=(",", ":")).encode(), status=status,
@@ -134,7 +135,7 @@ class KubeEmulator:
 
     def __init__(self, crds: Iterable[Path | str | dict[str, Any]] = (), *, host: str = "127.0.0.1", port: int = 0,
                  watch_history: int = 1000, bookmark_interval: float = 30.0,
-                 identities: Iterable[Identity] | None = None) -> None:
+                 identities: Iterable[Identity] | None = None, faults: Iterable[Fault | str] = ()) -> None:
         self._crds = load_crds(crds)
         self.host = host
         self.port = port
@@ -148,6 +149,9 @@ class KubeEmulator:
         self._access = AccessLog()
         self._authorizer: Authorizer | None = None
         self.set_identities(identities)
+        self.faults = FaultSet()
+        for fault in faults:
+            self.add_fault(fault)
         self.url = ""
 
     # ------------------------------------------------------------ lifecycle
@@ -205,11 +209,24 @@ class KubeEmulator:
             "watchers": store.hub.watcher_count() if store else 0,
             "resourceVersion": store.rv if store else 0,
             "accessLogDropped": self._access.dropped,
+            "faults": self.faults.counts(),
+            "collector": {"deleted": store.gc.deleted if store else 0, "orphaned": store.gc.orphaned if store else 0},
         }
 
     def set_identities(self, identities: Iterable[Identity] | None) -> None:
         """Turn authentication and RBAC on with these identities, or off (None: everything allowed)."""
         self._authorizer = None if identities is None else Authorizer(identities)
+
+    def add_fault(self, fault: Fault | str) -> int:
+        """Install a fault (a spec string, see faults.py); returns its id. Call on the emulator's loop once started
+        (``ServerThread.run_sync``) or over HTTP (``POST /_emu/faults``)."""
+        return self.faults.add(fault)
+
+    def remove_fault(self, fault_id: int) -> bool:
+        return self.faults.remove(fault_id)
+
+    def clear_faults(self) -> None:
+        self.faults.clear()
 
     def access_log(self) -> frozenset[Access]:
         """Every distinct (User-Agent, RBAC attributes) seen so far; see ``access.py``. O(distinct)."""
@@ -217,6 +234,8 @@ class KubeEmulator:
 
     # ------------------------------------------------------------ dispatch
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if request.path.startswith("/_emu/"):
+            return await self._admin(request)
         label = [request.method, ""]  # _route fills in the verb and resource as soon as it knows them
         access = request_attributes(request.method, request.path, request.query,
                                     user_agent=request.headers.get("User-Agent", ""))
@@ -229,12 +248,34 @@ class KubeEmulator:
             return resp
         except E.ApiError as e:
             code = e.code
-            return _json(e.status(), e.code)
+            return _json(e.status(), e.code, headers=e.headers)
         except asyncio.CancelledError:
             code = 499
             raise
         finally:
             self._stats[(label[0], label[1], code)] += 1
+
+    async def _admin(self, request: web.Request) -> web.Response:
+        """``/_emu/faults``: list (GET), add one spec (POST, the spec as the body), clear (DELETE), or
+        ``DELETE /_emu/faults/ID``. For test drivers in other processes; not authenticated, not recorded."""
+        parts = [p for p in request.path.split("/") if p]
+        if parts[:2] != ["_emu", "faults"] or len(parts) > 3:
+            return _json({"error": "not found; see /_emu/faults"}, 404)
+        if len(parts) == 3:
+            if request.method != "DELETE" or not parts[2].isdigit():
+                return _json({"error": "DELETE /_emu/faults/ID"}, 405)
+            return _json({"removed": self.remove_fault(int(parts[2]))})
+        if request.method == "GET":
+            return _json({"faults": self.faults.listing(), "fired": self.faults.counts()})
+        if request.method == "POST":
+            try:
+                return _json({"id": self.add_fault((await request.text()).strip())}, 201)
+            except FaultSpecError as e:
+                return _json({"error": str(e)}, 400)
+        if request.method == "DELETE":
+            self.clear_faults()
+            return _json({"cleared": True})
+        return _json({"error": "GET, POST or DELETE"}, 405)
 
     def _authorize(self, request: web.Request, access: Access) -> None:
         """Authenticate and authorize (when identities are configured); remember who asked, for SSARs."""
@@ -311,6 +352,9 @@ class KubeEmulator:
         if verb == "LIST" and q.get("watch") in ("true", "1"):
             verb = "WATCH"
         label[0] = verb
+        fault = self.faults.request(verb.lower(), info.group, resource, ns or "", name or "")
+        if fault is not None:
+            raise fault.error(info.target, name or "")
         if info.key == SSAR:
             if verb != "CREATE":
                 raise E.method_not_allowed("the server does not allow this method on the requested resource")
@@ -510,7 +554,10 @@ class KubeEmulator:
                           api_version=info.api_version, kind=info.kind,
                           bookmarks=q.get("allowWatchBookmarks") in ("true", "1"))
         resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"})
+        faults, where = self.faults, (info.group, info.plural, ns or "")
         try:
+            if since is not None and faults.watch_gone(*where):
+                raise E.expired(f"too old resource version: {since} ({self.store.rv})")
             if since is None:
                 items, _, _ = self.store.list(info, watcher.namespace, match, limit=0, start="")
                 for obj in items:
@@ -526,15 +573,23 @@ class KubeEmulator:
         await resp.prepare(request)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        lifetime: tuple[float, bool] | None = None
+        cut_at, faults_seen = deadline, -1
+        cut: bool | None = None  # set when a fault ends the stream: True aborts the connection, False ends it cleanly
         try:
-            while True:
-                left = deadline - loop.time()
+            while cut is None:
+                if faults.version != faults_seen:  # at open, and when faults are added or removed while it is open
+                    faults_seen, lifetime = faults.version, faults.watch_lifetime(*where)
+                    cut_at = loop.time() + lifetime[0] if lifetime else deadline
+                left = min(deadline, cut_at) - loop.time()
                 if left <= 0:
+                    if lifetime is not None and cut_at < deadline:
+                        cut = lifetime[1]
                     break
                 try:
-                    line = await asyncio.wait_for(watcher.queue.get(), timeout=left)
+                    line = await asyncio.wait_for(watcher.queue.get(), timeout=min(left, 1.0))
                 except asyncio.TimeoutError:
-                    break
+                    continue
                 if line is None:
                     break
                 chunk = [line]
@@ -544,10 +599,22 @@ class KubeEmulator:
                         watcher.closed = True
                         break
                     chunk.append(more)
-                await resp.write(b"".join(chunk))
+                if faults.has_event_cuts():
+                    for i in range(len(chunk)):
+                        fire, abort = faults.cut_before_event(*where)
+                        if fire:
+                            chunk, cut = chunk[:i], abort
+                            break
+                if chunk:
+                    await resp.write(b"".join(chunk))
                 if watcher.closed:
                     break
-            await resp.write_eof()
+            if cut is not None:
+                faults.note_cut()
+            if cut and request.transport is not None:
+                request.transport.abort()  # the connection drops mid-stream, as through a failing proxy
+            else:
+                await resp.write_eof()
         except (ConnectionResetError, asyncio.CancelledError):
             raise
         finally:

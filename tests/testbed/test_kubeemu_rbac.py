@@ -8,7 +8,6 @@ Messages follow staging/src/k8s.io/apiserver/pkg/endpoints/handlers/responsewrit
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any

@@ -29,7 +29,7 @@ from __future__ import annotations
 import datetime
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 Path = tuple[str, ...]
@@ -369,6 +369,11 @@ class Entry:
     subresource: str
     time: str | None
     fields: PathSet
+    raw: dict[str, Any] | None = field(default=None, compare=False, repr=False)  # the stored entry it came from
+
+    def changed(self, **changes: Any) -> Entry:
+        """A modified copy, no longer backed by the stored entry."""
+        return replace(self, raw=None, **changes)
 
     @property
     def identity(self) -> str:
@@ -384,6 +389,9 @@ class Entry:
         return json.dumps(ident, separators=(",", ":"))
 
     def as_json(self) -> dict[str, Any]:
+        """The API form; an unchanged entry is the stored dict itself (objects share it, no copy is made)."""
+        if self.raw is not None:
+            return self.raw
         out: dict[str, Any] = {"manager": self.manager, "operation": self.operation, "apiVersion": self.api_version}
         if not self.manager:
             del out["manager"]
@@ -413,8 +421,11 @@ def _time(value: Any) -> str | None:
     return parsed.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def decode_entries(entries: Any) -> Managed:
-    """DecodeManagedFields; raises FieldsError where the apiserver's decoding fails."""
+def decode_entries(entries: Any, *, stored: bool = False) -> Managed:
+    """DecodeManagedFields; raises FieldsError where the apiserver's decoding fails.
+
+    ``stored``: the entries are a stored object's (canonical), so an unchanged one can be kept as it is.
+    """
     if not isinstance(entries, list):
         raise FieldsError("managedFields must be a list")
     out: Managed = {}
@@ -433,17 +444,24 @@ def decode_entries(entries: Any) -> Managed:
                 raise FieldsError(f"{key} must be a string")
         entry = Entry(manager=raw.get("manager", ""), operation=operation, api_version=raw["apiVersion"],
                       subresource=raw.get("subresource", ""), time=_time(raw.get("time")),
-                      fields=decode(raw.get("fieldsV1") or {}))
+                      fields=decode(raw.get("fieldsV1") or {}), raw=raw if stored else None)
         out[entry.identity] = entry
     return out
 
 
-def encode_entries(managed: Managed) -> list[dict[str, Any]] | None:
-    """encodeManagedFields: None when empty; ordered by operation, time, manager, apiVersion, subresource."""
+def encode_entries(managed: Managed, previous: Any = None) -> list[dict[str, Any]] | None:
+    """encodeManagedFields: None when empty; ordered by operation, time, manager, apiVersion, subresource.
+
+    When nothing changed, ``previous`` (the stored list) itself: snapshots share it, as they share
+    every unchanged entry, so a write that leaves managedFields alone allocates nothing for them.
+    """
     if not managed:
         return None
     ordered = sorted(managed.values(), key=lambda e: (e.operation, e.time or "", e.manager, e.api_version, e.subresource))
-    return [e.as_json() for e in ordered]
+    out = [e.as_json() for e in ordered]
+    if isinstance(previous, list) and len(previous) == len(out) and all(a is b for a, b in zip(previous, out)):
+        return previous
+    return out
 
 
 def _is_reset(entries: Any) -> bool:
@@ -495,7 +513,7 @@ def _live_managed(live: Mapping[str, Any] | None) -> Managed:
     if live is None:
         return {}
     try:
-        return decode_entries((live.get("metadata") or {}).get("managedFields") or [])
+        return decode_entries((live.get("metadata") or {}).get("managedFields") or [], stored=True)
     except FieldsError:
         return {}
 
@@ -507,7 +525,7 @@ def _take(managed: Managed, comparison: Comparison, *, skip: str = "") -> Manage
     for ident, entry in managed.items():
         fields = entry.fields if ident == skip else entry.fields - lost
         if fields:
-            out[ident] = entry if fields is entry.fields else replace(entry, fields=fields)
+            out[ident] = entry if fields is entry.fields else entry.changed(fields=fields)
     return out
 
 
@@ -528,8 +546,8 @@ def _cap(managed: Managed) -> Managed:
         if entry.api_version in first:
             if bucket not in out:
                 moved = out.pop(first[entry.api_version])
-                out[bucket] = replace(moved, manager=ANCIENT, subresource="")
-            out[bucket] = replace(out[bucket], fields=entry.fields | out[bucket].fields, time=entry.time)
+                out[bucket] = moved.changed(manager=ANCIENT, subresource="")
+            out[bucket] = out[bucket].changed(fields=entry.fields | out[bucket].fields, time=entry.time)
             del out[ident]
             length -= 1
         else:
@@ -546,11 +564,12 @@ def update(live: Mapping[str, Any] | None, new: Mapping[str, Any], write: Write,
     comparison is made there and the endpoint's reset fields are left out of it, as the
     apiserver does. Returns None when the object carries no managedFields afterwards.
     """
-    if write.subresource:
+    stored = (live or {}).get("metadata", {}).get("managedFields")
+    request = (new.get("metadata") or {}).get("managedFields", _MISSING)
+    if write.subresource or request is _MISSING or request == stored:  # the usual case: the live ones
         managed = _live_managed(live)
     else:
-        request = (new.get("metadata") or {}).get("managedFields", _MISSING)
-        if request is not _MISSING and _is_reset(request):
+        if _is_reset(request):
             managed = {}
         else:
             try:
@@ -564,8 +583,8 @@ def update(live: Mapping[str, Any] | None, new: Mapping[str, Any], write: Write,
     try:
         managed = _updated(managed, live, new, write, schema)
     except FieldsError:
-        return (live or {}).get("metadata", {}).get("managedFields")  # UpdateNoErrors keeps the live ones
-    return encode_entries(_cap(managed))
+        return stored  # UpdateNoErrors keeps the live ones
+    return encode_entries(_cap(managed), stored)
 
 
 def _without_managed(obj: Mapping[str, Any] | None, api_version: str, kind: str) -> dict[str, Any]:
@@ -585,7 +604,7 @@ def _updated(managed: Managed, live: Mapping[str, Any] | None, new: Mapping[str,
     if taken:
         previous = managed.get(me.identity)
         fields = taken | (previous.fields if previous else frozenset())
-        managed[me.identity] = replace(me, fields=fields, time=write.now)
+        managed[me.identity] = me.changed(fields=fields, time=write.now)
     return managed
 
 
@@ -666,7 +685,7 @@ def apply(live: Mapping[str, Any] | None, new: Mapping[str, Any], applied: Mappi
     managed = _take(managed, comparison, skip=me.identity)
     previous = managed.get(me.identity)
     unchanged = previous is not None and not (comparison.added or comparison.modified or comparison.removed)
-    managed[me.identity] = replace(me, fields=mine, time=previous.time if unchanged else write.now)
+    managed[me.identity] = me.changed(fields=mine, time=previous.time if unchanged else write.now)
     if not managed[me.identity].fields:
         del managed[me.identity]
-    return encode_entries(_cap(managed))
+    return encode_entries(_cap(managed), (live or {}).get("metadata", {}).get("managedFields"))

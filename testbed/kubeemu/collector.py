@@ -72,7 +72,7 @@ class GarbageCollector:
             self._recheck_owner(owner)
         for owner in refs - before:
             self._dependents.setdefault(owner, set()).add(where)
-        if refs and (refs - set(self._live) or type_ == "ADDED" or refs != before):
+        if refs and (type_ == "ADDED" or refs != before or any(r not in self._live for r in refs)):
             self._enqueue("dependent", where)
         finalizers = meta.get("finalizers") or []
         if meta.get("deletionTimestamp") and (ORPHAN in finalizers or FOREGROUND in finalizers):

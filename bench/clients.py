@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 
 from controller.gpuvm import GROUP, KIND, PLURAL, VERSION
+from testbed import kubectl_apply
 
 Key = tuple[str, str]  # (namespace, name)
 Obj = dict[str, Any]
@@ -79,12 +80,17 @@ class KubeApi:
         await self._json("POST", f"{self.url}/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
                          ok=(201, 409))
 
-    async def create(self, namespace: str, name: str, spec: Mapping[str, Any]) -> Obj:
-        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "metadata": {"name": name}, "spec": dict(spec)}
-        return await self._json("POST", self._path(namespace), body)
+    async def apply(self, namespace: str, name: str, spec: Mapping[str, Any], *, labels: Mapping[str, str] | None = None,
+                    annotations: Mapping[str, str] | None = None) -> Obj:
+        """Create a GpuVm as ``kubectl apply -f`` does: last-applied annotation, ``kubectl-client-side-apply``."""
+        manifest = kubectl_apply.manifest(api_version=f"{GROUP}/{VERSION}", kind=KIND, name=name, spec=spec, labels=labels,
+                                          annotations=annotations)
+        body = kubectl_apply.modified_configuration(manifest, namespace=namespace)
+        return await self._json("POST", self._path(namespace) + f"?fieldManager={kubectl_apply.FIELD_MANAGER}", body)
 
     async def patch_spec(self, namespace: str, name: str, spec: Mapping[str, Any]) -> Obj:
-        return await self._json("PATCH", self._path(namespace, name), {"spec": dict(spec)},
+        """``kubectl patch --type merge -p '{"spec": ...}'`` (its field manager is ``kubectl-patch``)."""
+        return await self._json("PATCH", self._path(namespace, name) + "?fieldManager=kubectl-patch", {"spec": dict(spec)},
                                 content_type="application/merge-patch+json")
 
     async def list(self, namespace: str | None = None) -> Obj:

@@ -68,6 +68,23 @@ async def find_requests(admin: SimAdmin, *, operation: str, vm: str | None, afte
         await asyncio.sleep(0.02)
 
 
+def object_bytes(objects: Iterable[Obj]) -> dict[str, Any]:
+    """Median JSON size of objects as the API serves them (compact), as ``kubectl get -o json
+    --show-managed-fields`` prints them (indented by 4), and compact without metadata.managedFields."""
+    full, indented, bare, managers = [], [], [], set()
+    for obj in objects:
+        meta = obj.get("metadata") or {}
+        full.append(len(json.dumps(obj, separators=(",", ":"))))
+        indented.append(len(json.dumps(obj, indent=4)))
+        bare.append(len(json.dumps({**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}},
+                                   separators=(",", ":"))))
+        managers.update(e.get("manager", "") for e in meta.get("managedFields") or [])
+    if not full:
+        return {"n": 0}
+    return {"n": len(full), "median_bytes": statistics.median(full), "median_bytes_indented": statistics.median(indented),
+            "median_bytes_without_managed_fields": statistics.median(bare), "managers": sorted(managers)}
+
+
 @dataclass
 class FlipSample:
     reaction: float  # PATCH sent -> the simulator received the start request

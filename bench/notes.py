@@ -94,6 +94,12 @@ def sections(doc: Mapping[str, Any]) -> list[str]:
                         f"({reqs}). Each new GpuVm needs one read of its own (the VM's tags are the consent), and the "
                         "operator keeps those reads within 80 % of ARM's read budget (200 at once, then 20/s): 1,000 VMs in "
                         "one subscription settle in about 40 s, with no 429."]
+            size = settle.get("gpuvm_json") or {}
+            if size.get("n"):
+                out += ["", f"Each GpuVm was created as `kubectl apply` creates it; settled, it is "
+                            f"{size['median_bytes'] / 1000:.1f} KB of JSON as the operator reads it ({size['median_bytes_indented'] / 1000:.1f} KB "
+                            f"as `kubectl get -o json --show-managed-fields` prints it; {size['median_bytes_without_managed_fields'] / 1000:.1f} KB "
+                            f"without managedFields; managers: {', '.join(size['managers'])})."]
         out.append("")
 
     for key, label in (("burst_b", "(b) ARM write bucket relaxed in the simulator and in the operator (`--azure-budget write=1000000/1000000`)"), ("burst_a", "(a) as shipped")):

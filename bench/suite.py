@@ -234,6 +234,7 @@ async def world_r(procs: Processes, plan: Plan, results: Results, wanted: set[st
     counters = await world.sides["r"].admin.counters()
     results.data["settle_r"] = {
         "gpuvms": total, "seconds": settled_at - began, "operator_rss_mib_one_gpuvm": rss_one,
+        "gpuvm_json": measure.object_bytes(world.watcher.objects.values()),
         "requests": {f"{op} {st}": n - counters0.get((op, st), 0) for (op, st), n in sorted(counters.items())
                      if n - counters0.get((op, st), 0)},
     }

@@ -51,6 +51,25 @@ class Fleet:
         return vm_resource_id(self.subscription, self.resource_group, name)
 
 
+def manifest_metadata(fleet: Fleet, name: str) -> tuple[dict[str, str], dict[str, str]]:
+    """Labels and annotations of the kind a platform team puts on a GpuVm (what objects weigh on a cluster)."""
+    labels = {
+        "app.kubernetes.io/name": "gpuvm",
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/part-of": "ml-platform",
+        "app.kubernetes.io/managed-by": "kubectl",
+        "team": fleet.namespace,
+        "cost-center": "cc-4711",
+        "gpu.sku": "a100-80gb",
+    }
+    annotations = {
+        "gpuvm.dev/owner": f"{fleet.namespace}-leads@example.com",
+        "gpuvm.dev/description": f"Training VM {name} of team {fleet.namespace}: switched on for jobs, off otherwise.",
+        "gpuvm.dev/runbook": "https://wiki.example.com/ml-platform/gpuvm",
+    }
+    return labels, annotations
+
+
 def write_vm_file(path: Path, fleets: Sequence[Fleet]) -> Path:
     vms: list[dict[str, Any]] = []
     for f in fleets:
@@ -119,15 +138,19 @@ class World:
 
     async def create(self, fleets: Iterable[Fleet], *, desired: str = "Deallocated", parallel: int = 16,
                      skip: Iterable[Key] = ()) -> None:
-        """One GpuVm per VM of each fleet (except ``skip``), a few clients at a time."""
+        """One GpuVm per VM of each fleet (except ``skip``), a few clients at a time, each created as
+        ``kubectl apply`` creates it, so the operator reads objects of a real cluster's size."""
         fleets, skip = list(fleets), set(skip)
         for namespace in sorted({f.namespace for f in fleets}):
             await self.api.create_namespace(namespace)
-        calls = [
-            (lambda f=f, n=n: self.api.create(f.namespace, n, {"vm": {"resourceId": f.resource_id(n)}, "desiredState": desired}))
-            for f in fleets for n in f.names if (f.namespace, n) not in skip
-        ]
-        await gather_limited(calls, parallel)
+
+        async def one(f: Fleet, n: str) -> None:
+            labels, annotations = manifest_metadata(f, n)
+            await self.api.apply(f.namespace, n, {"vm": {"resourceId": f.resource_id(n)}, "desiredState": desired},
+                                 labels=labels, annotations=annotations)
+
+        await gather_limited([(lambda f=f, n=n: one(f, n)) for f in fleets for n in f.names if (f.namespace, n) not in skip],
+                             parallel)
 
     async def flip(self, fleet_keys: Sequence[Key], desired: str, *, parallel: int = 32) -> tuple[float, float]:
         """Patch ``desiredState`` of every GpuVm (a fleet of clients at once); (first, last) patch time."""

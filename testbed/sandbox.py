@@ -24,6 +24,7 @@ from controller.config import OperatorConfig, parse_config
 from controller.gpuvm import GROUP, KIND, PLURAL, VERSION
 from testbed.kubeemu import KubeEmulator
 from controller.operator import run_operator, startup_failure
+from testbed import kubectl_apply
 from testbed.serving import ServerThread
 
 T = TypeVar("T")
@@ -125,6 +126,25 @@ class Cluster:
             metadata["labels"] = dict(labels)
         body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "metadata": metadata, "spec": dict(spec)}
         return self.custom.create_namespaced_custom_object(GROUP, VERSION, ns or self.default_namespace, PLURAL, body)
+
+    def apply(self, name: str, spec: Mapping[str, Any], ns: str | None = None, *,
+              labels: Mapping[str, str] | None = None, annotations: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """A GpuVm as ``kubectl apply`` (client-side) creates or updates it: last-applied annotation,
+        field manager ``kubectl-client-side-apply``, a three-way merge patch when it exists."""
+        manifest = kubectl_apply.manifest(api_version=f"{GROUP}/{VERSION}", kind=KIND, name=name, spec=spec, labels=labels,
+                                          annotations=annotations)
+        namespace = ns or self.default_namespace
+        modified = kubectl_apply.modified_configuration(manifest, namespace=namespace)
+        current = self.get(name, namespace)
+        if current is None:
+            return self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, modified,
+                                                               field_manager=kubectl_apply.FIELD_MANAGER)
+        patch = kubectl_apply.three_way_patch(modified=modified, current=current)
+        if not patch:
+            return current
+        return self.custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, patch,
+                                                          field_manager=kubectl_apply.FIELD_MANAGER,
+                                                          _content_type="application/merge-patch+json")
 
     def get(self, name: str, ns: str | None = None) -> dict[str, Any] | None:
         try:

@@ -16,8 +16,10 @@ import sys
 from dataclasses import replace
 from typing import Any
 
+from testbed.faultspec import cli_faults
+
 from .config import SimulatorConfig
-from .faults import Fault, FaultSpecError
+from .faults import Fault
 from .model import SimVm, Timings
 from .server import AzureComputeSimulator
 from .throttling import DEFAULT_LIMITS, BucketLimit, ThrottlingConfig
@@ -66,12 +68,7 @@ def build(args: argparse.Namespace) -> tuple[SimulatorConfig, list[SimVm]]:
         vms = load_vms_yaml(args.vms)
     except VmFileError as e:
         raise CliError(str(e)) from None
-    faults = []
-    for spec in args.fault:
-        try:
-            faults.append(Fault.parse(spec))
-        except FaultSpecError as e:
-            raise CliError(f"--fault {spec!r}: {e}") from None
+    faults = cli_faults(args.fault, Fault.parse)
     if not 0 <= args.port <= 65535:
         raise CliError(f"--port {args.port}: must be between 0 and 65535")
     if args.page_size < 1:

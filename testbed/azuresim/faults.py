@@ -33,10 +33,10 @@ from __future__ import annotations
 
 import enum
 import fnmatch
-import random
-import shlex
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from testbed.faultspec import Armed, FaultSpecError, Firing, number, parse_pairs
 
 from .wire import POWER_OPS, READ_OPS, TAG_OPS, OpName
 
@@ -48,10 +48,6 @@ class FaultKind(str, enum.Enum):
     SLOW = "slow"  # wait `delay` seconds, then serve normally (or apply another fault)
     FAIL = "fail"  # accept the power operation (202), then fail the operation with `error`
     NO_POWER_STATE = "no-power-state"  # instance views leave out the PowerState/… status
-
-
-class FaultSpecError(ValueError):
-    """A fault spec that cannot be understood; the message says which part and why."""
 
 
 _GROUPS: dict[str, frozenset[OpName]] = {
@@ -97,7 +93,7 @@ def parse_ops(text: str) -> frozenset[OpName]:
 
 
 @dataclass(frozen=True)
-class Fault:
+class Fault(Firing):
     """One injected misbehaviour. Empty ``operations`` means every operation the kind applies to."""
 
     kind: FaultKind
@@ -111,19 +107,12 @@ class Fault:
     retry_after: float | None = None
     delay: float = 0.0
     after: float | None = None
-    times: int | None = None
-    probability: float = 1.0
-    seed: int | None = None
-    spec: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         kind = FaultKind(self.kind)
         object.__setattr__(self, "kind", kind)
         object.__setattr__(self, "operations", frozenset(OpName(o) for o in self.operations))
-        if not 0.0 <= self.probability <= 1.0:
-            raise FaultSpecError(f"p must be between 0 and 1, not {self.probability}")
-        if self.times is not None and self.times < 1:
-            raise FaultSpecError(f"times must be >= 1, not {self.times}")
+        self.check_firing()
         if self.delay < 0 or (self.retry_after is not None and self.retry_after < 0) or (self.after is not None and self.after < 0):
             raise FaultSpecError("delay, retry-after and after must be >= 0 seconds")
         if kind is FaultKind.FAIL:
@@ -173,39 +162,13 @@ class Fault:
     @classmethod
     def parse(cls, spec: str) -> "Fault":
         """Parse a spec string (see the module docstring); raises :class:`FaultSpecError`."""
-        try:
-            words = shlex.split(spec)
-        except ValueError as e:
-            raise FaultSpecError(f"cannot split {spec!r}: {e}") from None
-        if not words:
-            raise FaultSpecError("empty fault spec")
-        values: dict[str, str] = {}
-        for word in words:
-            key, sep, value = word.partition("=")
-            key = key.strip().lower()
-            if not sep or not key:
-                raise FaultSpecError(f"{word!r} is not key=value")
-            if key in values:
-                raise FaultSpecError(f"{key!r} given twice")
-            values[key] = value
-        known = {"kind", "op", "vm", "rg", "sub", "status", "error", "code", "message", "retry-after",
-                 "delay", "after", "times", "p", "seed"}
-        unknown = set(values) - known
-        if unknown:
-            raise FaultSpecError(f"unknown key(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
-
-        def number(key: str, convert: type = float) -> object:
-            if key not in values:
-                return None
-            try:
-                return convert(values[key])
-            except ValueError:
-                raise FaultSpecError(f"{key}={values[key]!r} is not a {'number' if convert is float else 'whole number'}") from None
+        values = parse_pairs(spec, {"kind", "op", "vm", "rg", "sub", "status", "error", "code", "message", "retry-after",
+                                    "delay", "after", "times", "p", "seed"})
 
         ops = parse_ops(values["op"]) if "op" in values else frozenset()
-        status = number("status", int)
+        status = number(values, "status", int)
         code = values.get("error") or values.get("code")
-        delay = number("delay") or 0.0
+        delay = number(values, "delay") or 0.0
         if "kind" in values:
             try:
                 kind = FaultKind(values["kind"].lower())
@@ -234,38 +197,20 @@ class Fault:
             status=status,  # type: ignore[arg-type]
             code=code,
             message=values.get("message"),
-            retry_after=number("retry-after"),  # type: ignore[arg-type]
+            retry_after=number(values, "retry-after"),  # type: ignore[arg-type]
             delay=delay,  # type: ignore[arg-type]
-            after=number("after"),  # type: ignore[arg-type]
-            times=number("times", int),  # type: ignore[arg-type]
-            probability=1.0 if "p" not in values else number("p"),  # type: ignore[arg-type]
-            seed=number("seed", int),  # type: ignore[arg-type]
+            after=number(values, "after"),  # type: ignore[arg-type]
+            times=number(values, "times", int),  # type: ignore[arg-type]
+            probability=1.0 if "p" not in values else number(values, "p"),  # type: ignore[arg-type]
+            seed=number(values, "seed", int),  # type: ignore[arg-type]
             spec=spec,
         )
 
 
-class ArmedFault:
-    """A fault installed in a simulator: its id, remaining count and random stream."""
+class ArmedFault(Armed):
+    """A fault installed in the simulator, as its listing shows it."""
 
-    __slots__ = ("id", "fault", "remaining", "rng", "fired")
-
-    def __init__(self, fault_id: int, fault: Fault) -> None:
-        self.id = fault_id
-        self.fault = fault
-        self.remaining = fault.times
-        self.rng = random.Random(fault.seed) if fault.probability < 1.0 else None
-        self.fired = 0
-
-    def fire(self) -> bool:
-        """Decide (and count) whether the fault strikes this matching call."""
-        if self.remaining is not None and self.remaining <= 0:
-            return False
-        if self.rng is not None and self.rng.random() >= self.fault.probability:
-            return False
-        if self.remaining is not None:
-            self.remaining -= 1
-        self.fired += 1
-        return True
+    fault: Fault
 
     def as_dict(self) -> dict[str, object]:
         f = self.fault
@@ -279,8 +224,8 @@ class ArmedFault:
             "status": f.status,
             "code": f.code,
             "times": f.times,
-            "remaining": self.remaining,
-            "fired": self.fired,
+            "remaining": self.trigger.remaining,
+            "fired": self.trigger.fired,
             "probability": f.probability,
             "spec": f.spec,
         }

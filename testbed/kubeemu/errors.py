@@ -146,12 +146,14 @@ def duplicate(field: str, value: Any) -> FieldError:
 class ApiError(Exception):
     """A failure answer: raising it anywhere in a handler sends ``status`` with ``code``."""
 
-    def __init__(self, code: int, reason: str, message: str, details: dict[str, Any] | None = None) -> None:
+    def __init__(self, code: int, reason: str, message: str, details: dict[str, Any] | None = None,
+                 *, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.reason = reason
         self.message = message
         self.details = details
+        self.headers = headers or {}
 
     def status(self) -> dict[str, Any]:
         body: dict[str, Any] = {

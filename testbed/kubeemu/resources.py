@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import FieldError, Target, invalid, not_supported, required
+from .pods import FIELD_SELECTORS as POD_FIELDS
 from .schema import StructuralSchema
 
 ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
@@ -95,10 +96,14 @@ BUILTINS: tuple[ResourceInfo, ...] = (
                  verbs=("create", "delete", "get", "list", "patch", "update", "watch"), status_subresource=True,
                  name_rule="label", field_selectors=BASE_FIELDS | {"status.phase"}),
     ResourceInfo("", "v1", "events", "event", "Event", True, ("ev",), field_selectors=BASE_FIELDS | _EVENT_FIELDS),
+    ResourceInfo("", "v1", "pods", "pod", "Pod", True, ("po",), ("all",), status_subresource=True, tracks_generation=True,
+                 field_selectors=BASE_FIELDS | POD_FIELDS),
     ResourceInfo("", "v1", "configmaps", "configmap", "ConfigMap", True, ("cm",)),
     ResourceInfo("", "v1", "secrets", "secret", "Secret", True, field_selectors=BASE_FIELDS | {"type"}),
     ResourceInfo("", "v1", "serviceaccounts", "serviceaccount", "ServiceAccount", True, ("sa",)),
     ResourceInfo("coordination.k8s.io", "v1", "leases", "lease", "Lease", True),
+    ResourceInfo("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "selfsubjectaccessreview",
+                 "SelfSubjectAccessReview", False, verbs=("create",)),
     ResourceInfo(CRD_GROUP, "v1", "customresourcedefinitions", "customresourcedefinition", "CustomResourceDefinition",
                  False, ("crd", "crds"), ("api-extensions",), status_subresource=True, tracks_generation=True),
 )

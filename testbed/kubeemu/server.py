@@ -8,6 +8,7 @@ CRDs are created or deleted through the API; a static route table could not foll
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import random
 from collections import Counter
@@ -20,7 +21,10 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from . import errors as E
+from . import managedfields as mf
 from .access import Access, AccessLog, request_attributes
+from .authz import Authorizer, Identity, forbidden, self_subject_access_review
+from .faults import Fault, FaultSet, FaultSpecError
 from .patches import (
     PatchApplyError,
     PatchDecodeError,
@@ -30,7 +34,7 @@ from .patches import (
 )
 from .resources import CRD_GROUP, ResourceInfo, sort_versions
 from .selectors import matcher, parse_field_selector, parse_label_selector
-from .store import Store, decode_continue, encode_continue
+from .store import Author, Store, decode_continue, delete_options_problems, encode_continue
 from .watch import Watcher
 
 KUBE_VERSION = {"major": "1", "minor": "36", "gitVersion": "v1.36.0-kubeemu", "gitCommit": "kubeemu",
@@ -49,23 +53,8 @@ _VERBS = {
 }
 
 
-# Decides a request like an RBAC authorizer: the name of the user it is refused for, or None to
-# let it through. Tests plug in the rules of a role to see a client meet a real 403.
-Authorizer = Callable[[Access], "str | None"]
-
-
-def _forbidden(access: Access, user: str) -> E.ApiError:
-    """The apiserver's answer when authorization says no (``responsewriters.forbiddenMessage``)."""
-    if not access.is_resource_request:
-        return E.ApiError(403, "Forbidden", f"forbidden: User {E.go_quote(user)} cannot {access.verb} path "
-                                            f"{E.go_quote(access.path)}", {})
-    resource = access.resource + (f"/{access.subresource}" if access.subresource else "")
-    scope = f"in the namespace {E.go_quote(access.namespace)}" if access.namespace else "at the cluster scope"
-    why = (f"User {E.go_quote(user)} cannot {access.verb} resource {E.go_quote(resource)} "
-           f"in API group {E.go_quote(access.api_group)} {scope}")
-    return E.forbidden_error(E.Target(access.api_group, access.resource, ""), access.name, why)
-
-
+SSAR = "authorization.k8s.io/selfsubjectaccessreviews"
+_SUBJECT = web.RequestKey("kubeemu_subject", tuple)  # (user name, RBAC rules or None) of the request
 _KUSTOMIZATIONS = frozenset({"kustomization.yaml", "kustomization.yml"})
 
 
@@ -99,8 +88,42 @@ def load_crds(sources: Iterable[Path | str | dict[str, Any]]) -> list[dict[str, 
     return out
 
 
-def _json(body: Any, status: int = 200, warnings: Sequence[str] = ()) -> web.Response:
-    headers = CIMultiDict()
+def _author(request: web.Request, options_kind: str) -> Author:
+    """The field manager of a write: ``fieldManager`` (validated like the apiserver), else from the User-Agent."""
+    manager = request.query.get("fieldManager", "")
+    errors: list[E.FieldError] = []
+    for problem in mf.field_manager_problems(manager):
+        if problem == "too-long":
+            errors.append(E.too_long("fieldManager", "", mf.MAX_MANAGER_LENGTH))
+        else:
+            errors.append(E.invalid("fieldManager", manager, problem))
+    if errors:
+        raise E.invalid_object(E.Target("meta.k8s.io", "", options_kind), "", errors)
+    return Author(manager or mf.manager_from_user_agent(request.headers.get("User-Agent", "")))
+
+
+async def _delete_options(request: web.Request) -> dict[str, Any]:
+    """DeleteOptions from the body when there is one, else from the query (as the apiserver decodes them)."""
+    raw = await request.read()
+    if raw.strip():
+        try:
+            options = json.loads(raw)
+        except ValueError as e:
+            raise E.bad_request(str(e)) from None
+        options = options if isinstance(options, dict) else {}
+    else:
+        q = request.query
+        options = {k: q[k] for k in ("propagationPolicy",) if k in q}
+        if "orphanDependents" in q:
+            options["orphanDependents"] = q["orphanDependents"] in ("true", "1")
+    errors = delete_options_problems(options)
+    if errors:
+        raise E.invalid_object(E.Target("meta.k8s.io", "", "DeleteOptions"), "", errors)
+    return options
+
+
+def _json(body: Any, status: int = 200, warnings: Sequence[str] = (), *, headers: dict[str, str] | None = None) -> web.Response:
+    headers = CIMultiDict(headers or {})
     for w in warnings:
         headers.add("Warning", f"299 - {json.dumps(w)}")
     return web.Response(body=json.dumps(body, separators=(",", ":")).encode(), status=status,
@@ -112,9 +135,8 @@ class KubeEmulator:
 
     def __init__(self, crds: Iterable[Path | str | dict[str, Any]] = (), *, host: str = "127.0.0.1", port: int = 0,
                  watch_history: int = 1000, bookmark_interval: float = 30.0,
-                 authorizer: Authorizer | None = None) -> None:
+                 identities: Iterable[Identity] | None = None, faults: Iterable[Fault | str] = ()) -> None:
         self._crds = load_crds(crds)
-        self.authorizer = authorizer  # None: every request is allowed (and still recorded)
         self.host = host
         self.port = port
         self.watch_history = watch_history
@@ -122,8 +144,14 @@ class KubeEmulator:
         self.store: Store | None = None
         self._runner: web.AppRunner | None = None
         self._bookmarker: asyncio.Task[None] | None = None
+        self._collector: asyncio.Task[None] | None = None
         self._stats: Counter[tuple[str, str, int]] = Counter()
         self._access = AccessLog()
+        self._authorizer: Authorizer | None = None
+        self.set_identities(identities)
+        self.faults = FaultSet()
+        for fault in faults:
+            self.add_fault(fault)
         self.url = ""
 
     # ------------------------------------------------------------ lifecycle
@@ -149,15 +177,17 @@ class KubeEmulator:
         self.port = sock.getsockname()[1]
         self.url = f"http://{self.host}:{self.port}"
         self._bookmarker = asyncio.get_running_loop().create_task(self._bookmarks())
+        self._collector = asyncio.get_running_loop().create_task(self.store.gc.run(), name="kubeemu garbage collector")
 
     async def stop(self) -> None:
-        if self._bookmarker is not None:
-            self._bookmarker.cancel()
-            try:
-                await self._bookmarker
-            except asyncio.CancelledError:
-                pass
-            self._bookmarker = None
+        for task in (self._bookmarker, self._collector):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+        self._bookmarker = self._collector = None
         if self.store is not None:
             self.store.hub.close_all()
         if self._runner is not None:
@@ -179,7 +209,24 @@ class KubeEmulator:
             "watchers": store.hub.watcher_count() if store else 0,
             "resourceVersion": store.rv if store else 0,
             "accessLogDropped": self._access.dropped,
+            "faults": self.faults.counts(),
+            "collector": {"deleted": store.gc.deleted if store else 0, "orphaned": store.gc.orphaned if store else 0},
         }
+
+    def set_identities(self, identities: Iterable[Identity] | None) -> None:
+        """Turn authentication and RBAC on with these identities, or off (None: everything allowed)."""
+        self._authorizer = None if identities is None else Authorizer(identities)
+
+    def add_fault(self, fault: Fault | str) -> int:
+        """Install a fault (a spec string, see faults.py); returns its id. Call on the emulator's loop once started
+        (``ServerThread.run_sync``) or over HTTP (``POST /_emu/faults``)."""
+        return self.faults.add(fault)
+
+    def remove_fault(self, fault_id: int) -> bool:
+        return self.faults.remove(fault_id)
+
+    def clear_faults(self) -> None:
+        self.faults.clear()
 
     def access_log(self) -> frozenset[Access]:
         """Every distinct (User-Agent, RBAC attributes) seen so far; see ``access.py``. O(distinct)."""
@@ -187,26 +234,59 @@ class KubeEmulator:
 
     # ------------------------------------------------------------ dispatch
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if request.path.startswith("/_emu/"):
+            return await self._admin(request)
         label = [request.method, ""]  # _route fills in the verb and resource as soon as it knows them
         access = request_attributes(request.method, request.path, request.query,
                                     user_agent=request.headers.get("User-Agent", ""))
         self._access.record(access)
         code = 500
         try:
-            refused_for = self.authorizer(access) if self.authorizer is not None else None
-            if refused_for is not None:
-                raise _forbidden(access, refused_for)
+            self._authorize(request, access)
             resp = await self._route(request, label)
             code = resp.status
             return resp
         except E.ApiError as e:
             code = e.code
-            return _json(e.status(), e.code)
+            return _json(e.status(), e.code, headers=e.headers)
         except asyncio.CancelledError:
             code = 499
             raise
         finally:
             self._stats[(label[0], label[1], code)] += 1
+
+    async def _admin(self, request: web.Request) -> web.Response:
+        """``/_emu/faults``: list (GET), add one spec (POST, the spec as the body), clear (DELETE), or
+        ``DELETE /_emu/faults/ID``. For test drivers in other processes; not authenticated, not recorded."""
+        parts = [p for p in request.path.split("/") if p]
+        if parts[:2] != ["_emu", "faults"] or len(parts) > 3:
+            return _json({"error": "not found; see /_emu/faults"}, 404)
+        if len(parts) == 3:
+            if request.method != "DELETE" or not parts[2].isdigit():
+                return _json({"error": "DELETE /_emu/faults/ID"}, 405)
+            return _json({"removed": self.remove_fault(int(parts[2]))})
+        if request.method == "GET":
+            return _json({"faults": self.faults.listing(), "fired": self.faults.counts()})
+        if request.method == "POST":
+            try:
+                return _json({"id": self.add_fault((await request.text()).strip())}, 201)
+            except FaultSpecError as e:
+                return _json({"error": str(e)}, 400)
+        if request.method == "DELETE":
+            self.clear_faults()
+            return _json({"cleared": True})
+        return _json({"error": "GET, POST or DELETE"}, 405)
+
+    def _authorize(self, request: web.Request, access: Access) -> None:
+        """Authenticate and authorize (when identities are configured); remember who asked, for SSARs."""
+        authorizer = self._authorizer
+        if authorizer is None:
+            request[_SUBJECT] = ("", None)
+            return
+        user, rules = authorizer.authenticate(request.headers.get("Authorization", ""))
+        request[_SUBJECT] = (user, rules)
+        if not authorizer.decide(user, rules, access).allowed:
+            raise forbidden(user, access)
 
     async def _route(self, request: web.Request, label: list[str]) -> web.StreamResponse:
         assert self.store is not None
@@ -272,39 +352,44 @@ class KubeEmulator:
         if verb == "LIST" and q.get("watch") in ("true", "1"):
             verb = "WATCH"
         label[0] = verb
+        fault = self.faults.request(verb.lower(), info.group, resource, ns or "", name or "")
+        if fault is not None:
+            raise fault.error(info.target, name or "")
+        if info.key == SSAR:
+            if verb != "CREATE":
+                raise E.method_not_allowed("the server does not allow this method on the requested resource")
+            user, rules = request[_SUBJECT]
+            return _json(self_subject_access_review(await self._body(request), user=user, rules=rules), 201)
         if name is None and (ns is not None or not info.namespaced or verb in ("LIST", "WATCH")):
             if verb == "WATCH":
                 return await self._watch(request, info, ns)
             if verb == "LIST":
                 return self._list(info, ns, q)
             if verb == "CREATE":
+                author = _author(request, "CreateOptions")
                 body = await self._body(request)
                 self._refuse_terminating(info, "create")
                 r = self.store.create(info, ns or "", body, dry_run=self._dry_run(q),
-                                      field_validation=q.get("fieldValidation", "Warn"))
+                                      field_validation=q.get("fieldValidation", "Warn"), author=author)
                 return _json(r.body, r.code, r.warnings)
             if verb == "DELETECOLLECTION":
-                return self._delete_collection(info, ns or "", q)
+                return self._delete_collection(info, ns or "", q, await _delete_options(request))
         elif name is not None:
             nsv = ns or ""
             if verb == "GET":
                 return _json(self.store.get(info, nsv, name))
             if verb == "UPDATE":
+                author = _author(request, "UpdateOptions")
                 body = await self._body(request)
                 r = self.store.update(info, nsv, name, body, subresource=sub, dry_run=self._dry_run(q),
-                                      field_validation=q.get("fieldValidation", "Warn"))
+                                      field_validation=q.get("fieldValidation", "Warn"), author=author)
                 return _json(r.body, r.code, r.warnings)
             if verb == "PATCH":
                 r = await self._patch(request, info, nsv, name, sub)
                 return _json(r.body, r.code, r.warnings)
             if verb == "DELETE" and not sub:
-                raw = await request.read()
-                try:
-                    options = json.loads(raw) if raw.strip() else {}
-                except ValueError as e:
-                    raise E.bad_request(str(e)) from None
-                r = self.store.delete(info, nsv, name, options if isinstance(options, dict) else {},
-                                      dry_run=self._dry_run(q))
+                options = await _delete_options(request)
+                r = self.store.delete(info, nsv, name, options, dry_run=self._dry_run(q))
                 return _json(r.body, r.code)
         raise E.method_not_allowed("the server does not allow this method on the requested resource")
 
@@ -371,14 +456,14 @@ class KubeEmulator:
             items = [{k: v for k, v in o.items() if k not in ("apiVersion", "kind")} for o in items]
         return _json({"apiVersion": info.api_version, "items": items, "kind": f"{info.kind}List", "metadata": meta})
 
-    def _delete_collection(self, info: ResourceInfo, ns: str, q: Any) -> web.Response:
+    def _delete_collection(self, info: ResourceInfo, ns: str, q: Any, options: dict[str, Any]) -> web.Response:
         assert self.store is not None
         match, _ = self._selectors(info, q)
         items, _, _ = self.store.list(info, ns if info.namespaced else None, match, limit=0, start="")
         deleted = []
         for obj in items:
             m = obj["metadata"]
-            r = self.store.delete(info, m.get("namespace", ""), m["name"], None, dry_run=self._dry_run(q))
+            r = self.store.delete(info, m.get("namespace", ""), m["name"], options, dry_run=self._dry_run(q))
             deleted.append(r.body if r.body.get("kind") != "Status" else obj)
         return _json({"apiVersion": info.api_version, "items": deleted, "kind": f"{info.kind}List",
                       "metadata": {"resourceVersion": str(self.store.rv)}})
@@ -390,6 +475,7 @@ class KubeEmulator:
         accepted = [JSONPATCH, MERGE] + ([] if info.custom else [STRATEGIC]) + [APPLY]
         if ctype not in accepted:
             raise E.unsupported_media_type(accepted)
+        author = _author(request, "PatchOptions")
         raw = await request.read()
         fv = q.get("fieldValidation", "Warn")
         if ctype == APPLY:
@@ -414,13 +500,15 @@ class KubeEmulator:
             raise E.ApiError(422, "Invalid", "the server rejected our request due to an error in our request",
                              {"causes": [{"reason": "UnexpectedServerResponse", "message": str(e)}]}) from None
         return self.store.update(info, ns, name, patched, subresource=sub, dry_run=self._dry_run(q),
-                                 field_validation=fv, is_patch=True)
+                                 field_validation=fv, is_patch=True, author=author)
 
     def _apply(self, info: ResourceInfo, ns: str, name: str, sub: str, raw: bytes, q: Any, fv: str) -> Any:
         """Server-side apply, minimal: create if absent, else merge the applied config in.
 
-        No field ownership (managedFields), no conflicts, no removal of fields a manager
-        stopped applying: an apply behaves like a merge patch of the applied configuration.
+        managedFields are kept as the real one keeps them (the applier owns exactly what it
+        applied, conflicts with other managers are 409 unless ``force=true``), but the object is
+        merged like a merge patch: associative lists are replaced, not merged by key, and fields
+        the applier stopped applying are not removed.
         """
         assert self.store is not None
         if not q.get("fieldManager"):
@@ -438,15 +526,19 @@ class KubeEmulator:
         meta = applied.get("metadata") or {}
         if meta.get("name") and meta["name"] != name:
             raise E.bad_request(f"the name of the object ({meta['name']}) does not match the name on the URL ({name})")
+        if isinstance(meta, dict) and meta.get("managedFields") is not None:
+            raise E.bad_request("metadata.managedFields must be nil")
+        author = Author(q["fieldManager"], applied=applied, force=q.get("force") in ("true", "1"))
         key = (ns if info.namespaced else "", name)
         if key not in self.store.objects[info.key]:
             if sub:
                 raise E.not_found(info.target, name)
             applied.setdefault("metadata", {})["name"] = name
-            return self.store.create(info, ns, applied, dry_run=self._dry_run(q), field_validation=fv)
+            return self.store.create(info, ns, copy.deepcopy(applied), dry_run=self._dry_run(q), field_validation=fv,
+                                     author=author)
         current = self.store.get(info, ns, name)
         return self.store.update(info, ns, name, merge_patch(current, applied), subresource=sub,
-                                 dry_run=self._dry_run(q), field_validation=fv, is_patch=True)
+                                 dry_run=self._dry_run(q), field_validation=fv, is_patch=True, author=author)
 
     async def _watch(self, request: web.Request, info: ResourceInfo, ns: str | None) -> web.StreamResponse:
         assert self.store is not None
@@ -462,7 +554,10 @@ class KubeEmulator:
                           api_version=info.api_version, kind=info.kind,
                           bookmarks=q.get("allowWatchBookmarks") in ("true", "1"))
         resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"})
+        faults, where = self.faults, (info.group, info.plural, ns or "")
         try:
+            if since is not None and faults.watch_gone(*where):
+                raise E.expired(f"too old resource version: {since} ({self.store.rv})")
             if since is None:
                 items, _, _ = self.store.list(info, watcher.namespace, match, limit=0, start="")
                 for obj in items:
@@ -478,15 +573,23 @@ class KubeEmulator:
         await resp.prepare(request)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        lifetime: tuple[float, bool] | None = None
+        cut_at, faults_seen = deadline, -1
+        cut: bool | None = None  # set when a fault ends the stream: True aborts the connection, False ends it cleanly
         try:
-            while True:
-                left = deadline - loop.time()
+            while cut is None:
+                if faults.version != faults_seen:  # at open, and when faults are added or removed while it is open
+                    faults_seen, lifetime = faults.version, faults.watch_lifetime(*where)
+                    cut_at = loop.time() + lifetime[0] if lifetime else deadline
+                left = min(deadline, cut_at) - loop.time()
                 if left <= 0:
+                    if lifetime is not None and cut_at < deadline:
+                        cut = lifetime[1]
                     break
                 try:
-                    line = await asyncio.wait_for(watcher.queue.get(), timeout=left)
+                    line = await asyncio.wait_for(watcher.queue.get(), timeout=min(left, 1.0))
                 except asyncio.TimeoutError:
-                    break
+                    continue
                 if line is None:
                     break
                 chunk = [line]
@@ -496,10 +599,22 @@ class KubeEmulator:
                         watcher.closed = True
                         break
                     chunk.append(more)
-                await resp.write(b"".join(chunk))
+                if faults.has_event_cuts():
+                    for i in range(len(chunk)):
+                        fire, abort = faults.cut_before_event(*where)
+                        if fire:
+                            chunk, cut = chunk[:i], abort
+                            break
+                if chunk:
+                    await resp.write(b"".join(chunk))
                 if watcher.closed:
                     break
-            await resp.write_eof()
+            if cut is not None:
+                faults.note_cut()
+            if cut and request.transport is not None:
+                request.transport.abort()  # the connection drops mid-stream, as through a failing proxy
+            else:
+                await resp.write_eof()
         except (ConnectionResetError, asyncio.CancelledError):
             raise
         finally:

@@ -24,7 +24,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import errors as E
+from . import managedfields as mf
+from . import pods
 from .cel import CelCompileError
+from .collector import FOREGROUND, ORPHAN, GarbageCollector
 from .metadata import finalizers_added_while_deleting, meta_problems
 from .resources import (
     BUILTINS,
@@ -41,6 +44,7 @@ from .watch import Change, WatchHub
 _NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
 _GENERATE_ATTEMPTS = 8
 IMMORTAL_NAMESPACES = frozenset({"default", "kube-system", "kube-public"})
+RETURNS_DELETED = frozenset({"/pods"})  # registries with ReturnDeletedObject: the object, not a Status
 
 
 def now_rfc3339() -> str:
@@ -56,6 +60,15 @@ class WriteResult:
     warnings: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class Author:
+    """Who writes, for managedFields: the field manager and, for a server-side apply, what was applied."""
+
+    manager: str
+    applied: dict[str, Any] | None = None
+    force: bool = False
+
+
 class Store:
     def __init__(self, *, watch_history: int) -> None:
         self.rv = 1
@@ -63,6 +76,7 @@ class Store:
         self.hub = WatchHub(history=watch_history, current_rv=lambda: self.rv)
         self._by_gvr: dict[tuple[str, str, str], ResourceInfo] = {}
         self._ns_counts: Counter[str] = Counter()
+        self.gc = GarbageCollector(self)
         for info in BUILTINS:
             self._register(info)
         for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
@@ -103,7 +117,7 @@ class Store:
 
     def _redefault(self, key: str) -> None:
         """Defaults of a changed schema show on read, as storage-version defaulting does."""
-        info = self._storage_info(key)
+        info = self.storage_info(key)
         if info is None or info.schema is None:
             return
         for k, obj in list(self.objects.get(key, {}).items()):
@@ -112,9 +126,16 @@ class Store:
             if new != obj:
                 self.objects[key][k] = new
 
-    def _storage_info(self, key: str) -> ResourceInfo | None:
+    def storage_info(self, key: str) -> ResourceInfo | None:
         for info in self._by_gvr.values():
             if info.key == key:
+                return info
+        return None
+
+    def info_for_kind(self, group: str, kind: str) -> ResourceInfo | None:
+        """The resource serving ``kind`` in ``group`` (any version): how owner references are resolved."""
+        for info in self._by_gvr.values():
+            if info.group == group and info.kind == kind:
                 return info
         return None
 
@@ -172,6 +193,7 @@ class Store:
                 self._ns_counts[ns] += 1
             pool[key] = stored
         self.hub.publish(info.key, Change(self.rv, type_, ns, stored, old))
+        self.gc.observe(info.key, type_, stored, old)
         return stored
 
     def _check_namespace(self, info: ResourceInfo, ns: str, name: str) -> None:
@@ -220,11 +242,9 @@ class Store:
             raise E.bad_request(f"the name of the object ({meta.get('name', '')}) does not match the name on the URL ({url_name})")
         return obj
 
-    def _prepare(self, info: ResourceInfo, obj: dict[str, Any], old: dict[str, Any] | None,
-                 *, subresource: str, field_validation: str) -> list[str]:
-        """Strategy: status split, pruning, defaulting, validation. Returns warnings."""
+    def _normalize(self, info: ResourceInfo, obj: dict[str, Any], *, field_validation: str) -> list[str]:
+        """What decoding does to a custom resource: prune unknown fields, apply defaults. Returns warnings."""
         warnings: list[str] = []
-        name = obj["metadata"].get("name") or obj["metadata"].get("generateName", "")
         if info.custom and info.schema is not None:
             pruned = info.schema.prune(obj)
             if pruned:
@@ -236,6 +256,13 @@ class Store:
                 if field_validation != "Ignore":
                     warnings += [f'unknown field "{p}"' for p in pruned]
             info.schema.default(obj)
+        if info.key == "/pods":
+            pods.default(obj)
+        return warnings
+
+    def _validate(self, info: ResourceInfo, obj: dict[str, Any], old: dict[str, Any] | None, *, subresource: str) -> None:
+        """The strategy's validation (ObjectMeta, finalizers while deleting, uid, schema, CEL, CRDs)."""
+        name = obj["metadata"].get("name") or obj["metadata"].get("generateName", "")
         errs: list[E.FieldError] = []
         if old is None or subresource == "":
             errs += meta_problems(obj["metadata"], rule=info.name_rule)
@@ -250,6 +277,8 @@ class Store:
             errs += schema_errs
             if not schema_errs:
                 errs += info.schema.validate_rules(obj, old)
+        if info.key == "/pods":
+            errs += pods.problems(obj, old, subresource=subresource)
         if info.key == f"{CRD_GROUP}/customresourcedefinitions":
             errs += crd_problems(obj)
             if not errs:
@@ -259,22 +288,48 @@ class Store:
                     errs.append(E.invalid("spec.validation.openAPIV3Schema", "", str(e)))
         if errs:
             raise E.invalid_object(info.target, name, errs)
-        return warnings
+
+    def _track(self, info: ResourceInfo, old: dict[str, Any] | None, new: dict[str, Any], *, author: Author | None,
+               subresource: str) -> list[dict[str, Any]] | None:
+        """The managedFields ``new`` gets (see managedfields.py); internal writes keep what ``old`` had."""
+        if author is None:
+            return (old or {}).get("metadata", {}).get("managedFields")
+        reset: mf.PathSet = frozenset()
+        if info.status_subresource:
+            reset = frozenset({("f:spec",)}) if subresource else frozenset({("f:status",)})
+        write = mf.Write(manager=author.manager, api_version=info.api_version, subresource=subresource, reset=reset,
+                         now=now_rfc3339())
+        schema = info.schema.raw if info.schema is not None else mf.BUILTIN_SCHEMAS.get(info.key)
+        if author.applied is None:
+            return mf.update(old, new, write, schema)
+        try:
+            return mf.apply(old, new, author.applied, write, schema, force=author.force)
+        except mf.ApplyConflict as e:
+            raise E.ApiError(409, "Conflict", str(e), {"causes": [
+                {"reason": "FieldManagerConflict", "message": f"conflict with {mf.print_manager(entry)}",
+                 "field": mf.path_string(path)} for entry, path in e.conflicts]}) from None
+        except mf.FieldsError as e:
+            raise E.internal(f"failed to update managed fields: {e}") from None
 
     def create(self, info: ResourceInfo, ns: str, body: Any, *, dry_run: bool = False,
-               field_validation: str = "Warn") -> WriteResult:
+               field_validation: str = "Warn", author: Author | None = None) -> WriteResult:
         obj = self._decode(info, ns, body, url_name=None)
         meta = obj["metadata"]
         if meta.get("resourceVersion"):
             raise E.bad_request("resourceVersion should not be set on objects to be created")
         self._check_namespace(info, ns, meta.get("name") or "")
         for k in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation",
-                  "selfLink", "managedFields"):
+                  "selfLink"):
             meta.pop(k, None)
-        if info.custom and info.status_subresource:
-            obj.pop("status", None)
         if info.key == f"{CRD_GROUP}/customresourcedefinitions":
             default_crd(obj)
+        warnings = self._normalize(info, obj, field_validation=field_validation)
+        managed = self._track(info, None, obj, author=author, subresource="")
+        meta.pop("managedFields", None)
+        if info.status_subresource and info.custom:
+            obj.pop("status", None)
+        if info.key == "/pods":
+            obj["status"] = pods.initial_status(obj)
         if info.key == "/namespaces":
             obj["spec"] = {"finalizers": ["kubernetes"]}
             obj["status"] = {"phase": "Active"}
@@ -282,7 +337,7 @@ class Store:
         generated = not meta.get("name") and bool(meta.get("generateName"))
         if generated:
             meta["name"] = _generate(meta["generateName"])
-        warnings = self._prepare(info, obj, None, subresource="", field_validation=field_validation)
+        self._validate(info, obj, None, subresource="")
         pool = self.objects[info.key]
         attempts = 1
         while (ns if info.namespaced else "", meta["name"]) in pool:
@@ -295,6 +350,8 @@ class Store:
         meta["creationTimestamp"] = now
         if info.tracks_generation:
             meta["generation"] = 1
+        if managed:
+            meta["managedFields"] = managed
         if info.key == f"{CRD_GROUP}/customresourcedefinitions":
             obj["status"] = crd_status(obj, now)
         obj = {k: obj[k] for k in ("apiVersion", "kind", "metadata", *[k for k in obj if k not in ("apiVersion", "kind", "metadata")])}
@@ -306,7 +363,8 @@ class Store:
         return WriteResult(self.present(info, stored), 201, tuple(warnings))
 
     def update(self, info: ResourceInfo, ns: str, name: str, body: Any, *, subresource: str = "",
-               dry_run: bool = False, field_validation: str = "Warn", is_patch: bool = False) -> WriteResult:
+               dry_run: bool = False, field_validation: str = "Warn", is_patch: bool = False,
+               author: Author | None = None) -> WriteResult:
         key = (ns if info.namespaced else "", name)
         old = self.objects[info.key].get(key)
         if old is None:
@@ -319,6 +377,8 @@ class Store:
                 raise E.conflict(info.target, name, E.MODIFIED)
         elif not is_patch and info.custom:
             raise E.invalid_object(info.target, name, [E.invalid("metadata.resourceVersion", _Hex0(), "must be specified for an update")])
+        warnings = self._normalize(info, obj, field_validation=field_validation)
+        managed = self._track(info, old, obj, author=author, subresource=subresource)
         obj = self._merge_subresource(info, old, obj, subresource)
         meta = obj["metadata"]
         om = old["metadata"]
@@ -330,8 +390,10 @@ class Store:
         meta.setdefault("uid", om["uid"])
         meta.pop("selfLink", None)
         meta.pop("managedFields", None)
+        if managed:
+            meta["managedFields"] = managed
         meta["resourceVersion"] = om["resourceVersion"]
-        warnings = self._prepare(info, obj, old, subresource=subresource, field_validation=field_validation)
+        self._validate(info, obj, old, subresource=subresource)
         if info.key == f"{CRD_GROUP}/customresourcedefinitions" and subresource == "":
             obj["status"] = crd_status(obj, now_rfc3339()) if obj.get("spec") != old.get("spec") else old.get("status")
         if info.tracks_generation and _content(info, obj) != _content(info, old):
@@ -387,17 +449,21 @@ class Store:
                              f"ResourceVersion in object meta: {om['resourceVersion']}")
         if name in IMMORTAL_NAMESPACES and info.key == "/namespaces":
             raise E.forbidden_error(info.target, name, "this namespace may not be deleted")
-        pending = bool(om.get("finalizers")) or (info.key == "/namespaces") or \
+        finalizers = _finalizers_for_deletion(om.get("finalizers") or [], options or {})
+        pending = bool(finalizers) or (info.key == "/namespaces") or \
             (info.key == f"{CRD_GROUP}/customresourcedefinitions" and self._crd_has_objects(old))
         if pending:
-            if om.get("deletionTimestamp"):
+            if om.get("deletionTimestamp") and set(finalizers) == set(om.get("finalizers") or []):
                 return WriteResult(self.present(info, old))
             obj = copy.deepcopy(old)
             m = obj["metadata"]
-            m["deletionTimestamp"] = now_rfc3339()
-            m["deletionGracePeriodSeconds"] = 0
-            if m.get("generation", 0) > 0:
-                m["generation"] += 1
+            if finalizers or m.get("finalizers"):
+                m["finalizers"] = finalizers
+            if not m.get("deletionTimestamp"):
+                m["deletionTimestamp"] = now_rfc3339()
+                m["deletionGracePeriodSeconds"] = 0
+                if m.get("generation", 0) > 0:
+                    m["generation"] += 1
             if info.key == "/namespaces":
                 obj["status"] = {"phase": "Terminating"}
             if dry_run:
@@ -410,10 +476,10 @@ class Store:
             current = self.objects[info.key].get(key)
             return WriteResult(self.present(info, current) if current is not None else self.present(info, stored))
         if dry_run:
-            return WriteResult(_success(info, old))
+            return WriteResult(self.present(info, old) if info.key in RETURNS_DELETED else _success(info, old))
         stored = self._commit(info, "DELETED", old, None)
         self._after_delete(info, stored)
-        return WriteResult(_success(info, stored))
+        return WriteResult(self.present(info, stored) if info.key in RETURNS_DELETED else _success(info, stored))
 
     # ------------------------------------------------------- cascading cleanup
     def _after_delete(self, info: ResourceInfo, stored: dict[str, Any]) -> None:
@@ -460,7 +526,7 @@ class Store:
 
     def _terminate_crd(self, crd: dict[str, Any]) -> None:
         key = f"{crd['spec']['group']}/{crd['spec']['names']['plural']}"
-        info = self._storage_info(key)
+        info = self.storage_info(key)
         if info is not None:
             for (ns, name) in list(self.objects.get(key, {})):
                 if (ns, name) in self.objects.get(key, {}):
@@ -489,6 +555,42 @@ class _Hex0:
 
     def __str__(self) -> str:
         return "0x0"
+
+
+_POLICIES = ["Foreground", "Background", "Orphan"]
+
+
+def delete_options_problems(options: dict[str, Any]) -> list[E.FieldError]:
+    """ValidateDeleteOptions (apimachinery/pkg/apis/meta/v1/validation)."""
+    errs: list[E.FieldError] = []
+    policy = options.get("propagationPolicy")
+    if options.get("orphanDependents") is not None and policy is not None:
+        errs.append(E.invalid("propagationPolicy", policy, "orphanDependents and deletionPropagation cannot be both set"))
+    if policy is not None and policy not in _POLICIES:
+        errs.append(E.not_supported("propagationPolicy", policy, [*_POLICIES, "nil"]))
+    return errs
+
+
+def _finalizers_for_deletion(finalizers: list[str], options: dict[str, Any]) -> list[str]:
+    """deletionFinalizersForGarbageCollection: the object's finalizers with orphan/foregroundDeletion as asked.
+
+    An explicit orphanDependents or propagationPolicy decides; else a GC finalizer already there
+    does; else the default, background (nothing to add).
+    """
+    orphan_flag, policy = options.get("orphanDependents"), options.get("propagationPolicy")
+    present = next((f for f in finalizers if f in (ORPHAN, FOREGROUND)), None)
+    if orphan_flag is not None:
+        orphan, foreground = bool(orphan_flag), False
+    elif policy is not None:
+        orphan, foreground = policy == "Orphan", policy == "Foreground"
+    else:
+        orphan, foreground = present == ORPHAN, present == FOREGROUND
+    out = [f for f in finalizers if f not in (ORPHAN, FOREGROUND)]
+    if orphan:
+        out.append(ORPHAN)
+    if foreground:
+        out.append(FOREGROUND)
+    return out
 
 
 def _key(k: tuple[str, str]) -> str:

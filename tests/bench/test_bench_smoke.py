@@ -41,6 +41,11 @@ async def test_building_blocks_on_three_gpuvms(tmp_path: Path) -> None:
 
             await world.create([fleet])
             await world.settle(fleet.keys, power="Deallocated", timeout=30)
+            # Created as kubectl apply creates them, then written by kopf and the operator's status writer.
+            size = measure.object_bytes(world.watcher.objects.values())
+            assert size["n"] == 3 and {"kubectl-client-side-apply", "gpuvm-operator"} <= set(size["managers"])
+            assert size["median_bytes"] > size["median_bytes_without_managed_fields"] + 1000
+            print(f"settled GpuVm: {size}")
 
             # One reaction sample: PATCH -> the simulator logged the start; then back to Deallocated.
             meter = measure.CpuMeter(procs.procs)

@@ -3,12 +3,17 @@
 Kubernetes emulator fixtures: ``kube_emulator`` (a started ``KubeEmulator`` with the test CRDs
 and the project's CRDs, in a ``ServerThread``), ``kube_thread`` (that thread, to read the
 emulator's state on its loop), ``kube_api`` (an official ``kubernetes`` ApiClient for it),
-``kube_raw`` (raw HTTP for what the client cannot express), and ``wait_for``.
+``kube_raw`` (raw HTTP for what the client cannot express), ``co``/``core`` (CustomObjectsApi, CoreV1Api
+on it), and ``wait_for``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +57,16 @@ def kube_api(kube_emulator: KubeEmulator) -> Iterator[client.ApiClient]:
         yield api
     finally:
         api.close()
+
+
+@pytest.fixture
+def co(kube_api: client.ApiClient) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(kube_api)
+
+
+@pytest.fixture
+def core(kube_api: client.ApiClient) -> client.CoreV1Api:
+    return client.CoreV1Api(kube_api)
 
 
 @dataclass(frozen=True)
@@ -104,3 +119,21 @@ def kube_raw(kube_emulator: KubeEmulator) -> RawHttp:
 @pytest.fixture(name="wait_for")
 def wait_for_fixture() -> Callable[..., Any]:
     return wait_for
+
+
+@contextlib.contextmanager
+def emulator_process(*args: str) -> Iterator[str]:
+    """``gpuvm-operator kube-emulator ARGS`` as a process: yields its URL, then SIGTERM must end it with 0."""
+    proc = subprocess.Popen([sys.executable, "-m", "controller", "kube-emulator", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = proc.stdout.readline().strip()  # type: ignore[union-attr]
+        assert url.startswith("http://127.0.0.1:"), proc.stderr.read() if proc.poll() is not None else url  # type: ignore[union-attr]
+        assert "ready" in proc.stdout.readline()  # type: ignore[union-attr]
+        yield url
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -17,16 +17,6 @@ def widget(name: str = "w", **spec: Any) -> dict[str, Any]:
     return {"apiVersion": f"{G}/{V}", "kind": "Widget", "metadata": {"name": name}, "spec": {"size": 1, **spec}}
 
 
-@pytest.fixture
-def co(kube_api: client.ApiClient) -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(kube_api)
-
-
-@pytest.fixture
-def core(kube_api: client.ApiClient) -> client.CoreV1Api:
-    return client.CoreV1Api(kube_api)
-
-
 def error(e: pytest.ExceptionInfo[client.ApiException]) -> dict[str, Any]:
     import json
 

@@ -3,32 +3,18 @@
 from __future__ import annotations
 
 import json
-import signal
 import socket
-import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
 from controller.cli import main
-from tests.testbed.conftest import DATA
+from tests.testbed.conftest import DATA, emulator_process
 
 
 def test_serves_until_sigterm() -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "controller", "kube-emulator", "--crds", str(DATA)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        url = proc.stdout.readline().strip()  # type: ignore[union-attr]
-        assert url.startswith("http://127.0.0.1:")
-        assert "ready" in proc.stdout.readline()  # type: ignore[union-attr]
+    with emulator_process("--crds", str(DATA)) as url:
         with urllib.request.urlopen(f"{url}/apis/test.kubeemu.dev/v1", timeout=5) as r:
             assert json.load(r)["groupVersion"] == "test.kubeemu.dev/v1"
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]

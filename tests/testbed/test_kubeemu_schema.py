@@ -14,11 +14,6 @@ G, V = "test.kubeemu.dev", "v1"
 W = f"/apis/{G}/{V}/namespaces/default/widgets"
 
 
-@pytest.fixture
-def co(kube_api: client.ApiClient) -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(kube_api)
-
-
 def create(co: client.CustomObjectsApi, spec: dict[str, Any], name: str = "w") -> dict[str, Any]:
     return co.create_namespaced_custom_object(G, V, "default", "widgets", {
         "apiVersion": f"{G}/{V}", "kind": "Widget", "metadata": {"name": name}, "spec": spec})

@@ -19,11 +19,6 @@ def widget(name: str, labels: dict[str, str] | None = None, **spec: Any) -> dict
     return {"apiVersion": f"{G}/{V}", "kind": "Widget", "metadata": meta, "spec": {"size": 1, **spec}}
 
 
-@pytest.fixture
-def co(kube_api: client.ApiClient) -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(kube_api)
-
-
 def kinds(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return [(e["type"], e["object"]["metadata"].get("name", "")) for e in events]
 

@@ -138,6 +138,10 @@ def add_run_arguments(parser: argparse.ArgumentParser, env: Mapping[str, str] | 
     timing.add_argument("--error-retry", type=_number(float, "GPUVM_ERROR_RETRY_SECONDS"),
                         default=_env(env, "GPUVM_ERROR_RETRY_SECONDS") or "30",
                         help="seconds before retrying after a 5xx or timeout")
+    timing.add_argument("--deallocation-warning", type=_number(float, "GPUVM_DEALLOCATION_WARNING_SECONDS"),
+                        default=_env(env, "GPUVM_DEALLOCATION_WARNING_SECONDS") or "300",
+                        help="desiredState Auto: seconds before a VM is switched off for lack of demand that a "
+                             "DeallocationScheduled Event warns of it (env GPUVM_DEALLOCATION_WARNING_SECONDS)")
     timing.add_argument("--denied-retry", type=_number(float, "GPUVM_DENIED_RETRY_SECONDS"),
                         default=_env(env, "GPUVM_DENIED_RETRY_SECONDS") or "300",
                         help="seconds before looking again after 401/403/404 or a refusal")
@@ -159,7 +163,8 @@ def add_run_arguments(parser: argparse.ArgumentParser, env: Mapping[str, str] | 
                       help="kopf peering name for HA (several replicas, one active); default standalone")
     kube.add_argument("--priority", type=_number(int, "GPUVM_PRIORITY"), default=_env(env, "GPUVM_PRIORITY") or "0",
                       help="this replica's peering priority (the highest active one works)")
-    kube.add_argument("--resume-confirm", type=float, default=float(_env(env, "GPUVM_RESUME_CONFIRM_SECONDS") or 30),
+    kube.add_argument("--resume-confirm", type=_number(float, "GPUVM_RESUME_CONFIRM_SECONDS"),
+                      default=_env(env, "GPUVM_RESUME_CONFIRM_SECONDS") or "30",
                       help="with --peering: seconds after this replica resumes before GpuVms not listed again are "
                            "checked with a GET (deleted during the pause) (env GPUVM_RESUME_CONFIRM_SECONDS)")
     kube.add_argument("--selector", default=_env(env, "GPUVM_SELECTOR"),
@@ -293,6 +298,8 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
             default_subscription=subscription.lower() if subscription else None,
             tag_walk=_check_positive("--tag-refresh-interval", args.tag_refresh_interval),
             resume_confirm=_check_positive("--resume-confirm", args.resume_confirm),
+            deallocation_warning=_check_positive("--deallocation-warning", args.deallocation_warning),
+            all_claims=not parse_selector(args.selector),
         ),
         namespaces=namespaces,
         liveness=args.liveness,

@@ -99,6 +99,7 @@ class Situation:
     start_failures: StartFailures | None = None
     request_failure: RequestFailure | None = None
     demand: Demand | None = None  # desiredState Auto: what evaluate() says; ignored for overrides
+    spot: bool = False  # a Spot VM (priority Spot): Azure may evict it
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,7 @@ class Decision:
     last_operation: LastOperation | None = None
     start_failures: StartFailures | None = None
     converged_generation: int | None = None
+    evicted: bool = False  # Azure evicted the (Spot) VM while it was wanted: counted once, then restarted
 
     @property
     def ready(self) -> bool:
@@ -333,8 +335,18 @@ def _decide(s: Situation, timing: Timing, jitter: float) -> Decision:
         )
 
     action = _action_for(target)
+    # A wanted Spot VM that Azure deallocated was evicted: not drift (driftPolicy does not apply),
+    # restarted under the capacity back-off. Counted once: until a restart of ours is on record.
+    eviction = (
+        s.spot and applied and target is PowerState.RUNNING and power is PowerState.DEALLOCATED
+        and not (last is not None and last.trigger is Trigger.EVICTION and last.result is not Result.SUCCEEDED)
+    )
+    restarting = s.spot and applied and target is PowerState.RUNNING and power is PowerState.DEALLOCATED
     if s.deleting:
         trigger = Trigger.DELETION
+    elif restarting:
+        trigger = Trigger.EVICTION
+        report_drift = False
     elif applied:
         trigger = Trigger.DRIFT
     elif auto:
@@ -359,7 +371,9 @@ def _decide(s: Situation, timing: Timing, jitter: float) -> Decision:
         )
         if last and last.error_message and last.result is Result.FAILED:
             message += f": {last.error_message}"
-        return Decision(reason, message, requeue_after=wait, **keep)
+        if restarting:
+            message = f"Azure evicted the Spot VM; {message}"
+        return Decision(reason, message, requeue_after=wait, evicted=eviction, **keep)
     if s.request_failure is not None:
         retry_at = s.request_failure.at + dt.timedelta(seconds=retry_delay(s.request_failure.failure, timing=timing))
         if retry_at > s.now:
@@ -372,15 +386,19 @@ def _decide(s: Situation, timing: Timing, jitter: float) -> Decision:
             )
 
     started = LastOperation(action=action, trigger=trigger, started_at=s.now)
+    message = f"{action.verb} requested; waiting for PowerState/{target.value.lower()}"
+    if restarting:
+        message = f"Azure evicted the Spot VM (deallocated it while wanted); {message}"
     return Decision(
         _progress_reason(action),
-        f"{action.verb} requested; waiting for PowerState/{target.value.lower()}",
+        message,
         action=action,
         trigger=trigger,
         requeue_after=timing.transition_poll,
         last_operation=started,
         start_failures=failures,
         converged_generation=s.converged_generation,
+        evicted=eviction,
     )
 
 

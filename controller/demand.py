@@ -72,6 +72,7 @@ class ClaimReason(str, enum.Enum):
     EXPIRED = "Expired"
     OWNER_FINISHED = "OwnerFinished"
     DELETED = "Deleted"
+    INVALID_SPEC = "InvalidSpec"  # the claim itself cannot be read (an apiserver without the CRD's validation)
 
 
 # ----------------------------------------------------------------------------- claims

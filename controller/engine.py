@@ -32,27 +32,55 @@ import datetime as dt
 import json
 import logging
 import random
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from controller import decide as core
 from controller.azure_compute import AzureCompute, AzureFailureError
+from controller.claims import ClaimBook, ClaimKey, TrackedClaim, invalid_claim_message
 from controller.decide import Decision, RequestFailure, Situation, Timing
+from controller.demand import (
+    CLAIM_PLURAL,
+    Claim,
+    ClaimPhase,
+    ClaimReason,
+    ClaimState,
+    Demand,
+    GpuVmView,
+    ScheduleEdge,
+    ScheduleView,
+    claim_event,
+    claim_state,
+    evaluate,
+    is_on,
+)
 from controller.fleet import Fleet, FleetSettings, Look, VmState
 from controller.gpuvm import GROUP, KIND, VERSION, GpuVmSpec, SpecError, VmRef, parse_spec
 from controller.guard import GuardSettings, check, needs_claim, owner_of
 from controller.kube import KubeWriteError, Stored
-from controller.metrics import GpuVmSample, Metrics
-from controller.power import Action, Observation
+from controller.metrics import BillingClock, GpuVmSample, Metrics
+from controller.power import Action, DesiredState, Observation, PowerState, StopMode, Trigger
 from controller.reasons import Failure, Reason
 from controller.scheduler import Scheduler
-from controller.status import PreviousStatus, read_status, ready_condition, render_status
+from controller.schedule import edges, is_open
+from controller.timestamps import format_time
+from controller.status import (
+    Evictions,
+    PreviousStatus,
+    StatusMemory,
+    fingerprint,
+    read_status,
+    ready_condition,
+    render_claim_status,
+    render_status,
+    resource_version,
+)
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], dt.datetime]
-Key = tuple[str, str]
+Key = tuple[str, str]  # a GpuVm: (namespace, name); claims are keyed apart (controller/claims.py)
 
 # A GpuVm in one of these states can never be acted on by deleting it harder: release it.
 _RELEASE_ON_DELETE = frozenset(
@@ -62,9 +90,13 @@ _QUIET_REASONS = frozenset({Reason.RECONCILED, Reason.STARTING, Reason.DEALLOCAT
 
 
 class StatusSink(Protocol):
-    async def replace_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> Stored: ...
+    async def replace_status(self, namespace: str, name: str, status: Mapping[str, Any], *, plural: str = ...) -> Stored: ...
 
     async def exists(self, namespace: str, name: str, uid: str) -> bool: ...
+
+
+# An owner Pod's phase by a GET, for owners the claimant watch does not cover (None: gone).
+PodReader = Callable[[str, str, str], Awaitable[str | None]]
 
 
 EventEmitter = Callable[[Mapping[str, Any], str, str, str], None]
@@ -81,6 +113,11 @@ class EngineSettings:
     # After a resume (HA), GpuVms that kopf's re-list has not announced again within this time
     # are checked with a GET: one deleted while this replica was paused is never announced.
     resume_confirm: float = 30.0
+    # A DeallocationScheduled Event this long before Auto switches a VM off (idle or schedule).
+    deallocation_warning: float = 300.0
+    # With a label selector (sharding), claims of GpuVms this operator does not drive are left to
+    # the operator that does; claims naming no GpuVm at all are then answered by none.
+    all_claims: bool = True
 
     @property
     def tag_refresh(self) -> float:
@@ -96,20 +133,6 @@ class EngineSettings:
         )
 
 
-def fingerprint(status: Mapping[str, Any] | None) -> int:
-    """Equal for equal statuses, whatever their key order; cheap to keep for thousands."""
-    return hash(json.dumps(status or {}, sort_keys=True, separators=(",", ":"), default=str))
-
-
-def _resource_version(value: Any) -> int:
-    """resourceVersions are opaque strings; kube-apiserver's are etcd revisions. Comparing them
-    as numbers orders a watch event against a write response; anything else counts as newest."""
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 1 << 62
-
-
 @dataclass(slots=True, eq=False)
 class Tracked:
     """One GpuVm as this process knows it: what reconciling needs, nothing more."""
@@ -122,11 +145,10 @@ class Tracked:
     deleting: bool
     parsed: GpuVmSpec | SpecError
     previous: PreviousStatus  # the records the operator keeps in status
-    reported: int  # fingerprint of the status the API server last reported
-    reported_rv: int
-    written: int | None = None  # fingerprint of the status this process last wrote …
-    written_as: int | None = None  # … and of that status as the server stored it
-    writing: bool = False
+    memory: StatusMemory  # fingerprints: what the API server stores, what this process wrote
+    view: GpuVmView | None = None  # what its claims' status says of it, from the status last rendered
+    warned_for: dt.datetime | None = None  # the switch-off a DeallocationScheduled Event was posted for
+    unclaimed: Any = None  # BillingClock of time billed with no live claim (Auto only)
     epoch: int = 0  # the active period in which kopf last announced it
     request_failure: RequestFailure | None = None
     last_reason: Reason | None = None
@@ -155,12 +177,16 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def _records(decision: Decision, conditions: tuple[Mapping[str, Any], ...]) -> PreviousStatus:
+def _records(decision: Decision, conditions: tuple[Mapping[str, Any], ...], demand: Demand | None,
+             before: PreviousStatus) -> PreviousStatus:
     return PreviousStatus(
         converged_generation=decision.converged_generation,
         last_operation=decision.last_operation,
         start_failures=decision.start_failures,
         conditions=conditions,
+        idle_since=demand.idle_since if demand is not None else None,
+        stop_fallback=before.stop_fallback,
+        evictions=before.evictions,
     )
 
 
@@ -185,8 +211,11 @@ class Engine:
         self.metrics = metrics
         self.tracked: dict[Key, Tracked] = {}
         self._by_vm: dict[str, set[Key]] = {}
+        self.book = ClaimBook()
+        self.pods_watched: Callable[[], set[str]] = set  # uids the claimant Pod watch covers
+        self.read_pod: PodReader | None = None  # GETs owner Pods the watch does not cover
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.scheduler: Scheduler[Key] = Scheduler(self._scheduled_step, concurrency=settings.workers)
+        self.scheduler: Scheduler[Key | ClaimKey] = Scheduler(self._scheduled_step, concurrency=settings.workers)
         self.scheduler.error_delay = settings.timing.error_retry
         self.active = False
         self.epoch = 0
@@ -210,7 +239,7 @@ class Engine:
         deleting = bool(meta.get("deletionTimestamp"))
         status = body.get("status")
         status = status if isinstance(status, Mapping) else {}
-        rv = _resource_version(meta.get("resourceVersion"))
+        rv = resource_version(meta.get("resourceVersion"))
         t = self.tracked.get(key)
         if t is not None and t.uid == meta.get("uid"):
             t.epoch = self.epoch
@@ -223,7 +252,9 @@ class Engine:
                 t.request_failure = None  # a new intent deserves a fresh attempt
                 self._index(t)
                 self.wake(t.key)
-            self._reported(t, fingerprint(status), rv)
+            if t.memory.report(fingerprint(status), rv):
+                log.info("%s/%s: status was changed by someone else; repairing it", t.namespace, t.name)
+                self.wake(t.key)
             return t
         if t is not None:
             self.gone(*key)
@@ -236,25 +267,15 @@ class Engine:
             deleting=deleting,
             parsed=self._parse(body.get("spec")),
             previous=read_status(status),  # a (re)started operator trusts the stored records
-            reported=fingerprint(status),
-            reported_rv=rv,
+            memory=StatusMemory(fingerprint(status), rv),
             epoch=self.epoch,
             intent_since=asyncio.get_running_loop().time(),
         )
         self.tracked[key] = t
         self._index(t)
         self.wake(key)
+        self._wake_claims(key)  # their GpuVm appeared
         return t
-
-    def _reported(self, t: Tracked, status_fingerprint: int, rv: int) -> None:
-        """The API server reported this status (a watch event or a write response)."""
-        if rv <= t.reported_rv:
-            return  # older than what we know: an event overtaken by our own write
-        t.reported, t.reported_rv = status_fingerprint, rv
-        if t.writing or t.written_as is None or status_fingerprint == t.written_as:
-            return
-        log.info("%s/%s: status was changed by someone else; repairing it", t.namespace, t.name)
-        self.wake(t.key)
 
     def gone(self, namespace: str, name: str) -> None:
         t = self.tracked.pop((namespace, name), None)
@@ -265,12 +286,45 @@ class Engine:
                 self.fleet.drop(t.vm.key)
             if t.woken is not None:
                 t.woken.set()
+            self._wake_claims(t.key)  # their GpuVm is gone
 
-    def wake(self, key: Key) -> None:
+    def wake(self, key: Key | ClaimKey) -> None:
         self.scheduler.wake(key)
-        t = self.tracked.get(key)
+        t = self.tracked.get(key) if len(key) == 2 else None  # type: ignore[arg-type]
         if t is not None and t.woken is not None:
             t.woken.set()
+
+    # ---- claims -------------------------------------------------------------------------
+
+    def claim_seen(self, body: Mapping[str, Any]) -> None:
+        """A GpuVmClaim's latest body: its GpuVm's demand may have changed, and its status."""
+        foreign = self.book.reported(body)
+        known = len(self.book.claims)
+        c, affected = self.book.seen(body)
+        for key in affected:
+            self.wake(key)
+        if affected or foreign or len(self.book.claims) != known:
+            self.wake(c.key)
+        if foreign:
+            log.info("%s/%s: claim status was changed by someone else; repairing it", c.namespace, c.name)
+
+    def claim_gone(self, namespace: str, name: str) -> None:
+        for key in self.book.gone(namespace, name):
+            self.wake(key)
+        self.scheduler.forget((CLAIM_PLURAL, namespace, name))
+
+    def pod_changed(self, uid: str, phase: str | None) -> None:
+        """An owner Pod's phase changed (or it is gone): its claims and their GpuVms look again."""
+        for key in self.book.pod_phase(uid, phase):
+            c = self.book.claims.get(key)
+            if c is not None:
+                self.wake(c.key)
+                if c.gpuvm_key is not None:
+                    self.wake(c.gpuvm_key)
+
+    def _wake_claims(self, gpuvm: Key) -> None:
+        for c in self.book.of(gpuvm):
+            self.scheduler.wake(c.key)
 
     def _parse(self, spec: Any) -> GpuVmSpec | SpecError:
         return parse_spec(spec, default_subscription=self.settings.default_subscription)
@@ -326,6 +380,8 @@ class Engine:
                 size=(facts.size if facts else None) or "",
                 power_state=state.observation.power_state,
                 billed_seconds=state.billing.seconds(),
+                active_claims=len(self.book.live(t.key, self._clock())),
+                unclaimed_billed_seconds=t.unclaimed.seconds() if t.unclaimed is not None else None,
             )
 
     # ---- running ------------------------------------------------------------------------
@@ -385,8 +441,10 @@ class Engine:
                 log.info("%s/%s: deleted while this replica was paused; forgetting it", t.namespace, t.name)
                 self.gone(t.namespace, t.name)
 
-    async def _scheduled_step(self, key: Key) -> float | None:
-        t = self.tracked.get(key)
+    async def _scheduled_step(self, key: Key | ClaimKey) -> float | None:
+        if len(key) == 3:
+            return await self._claim_step(key)  # type: ignore[arg-type]
+        t = self.tracked.get(key)  # type: ignore[arg-type]
         if t is None or t.deleting:
             return None  # deletion is driven by the finalizer (``finalize``)
         decision = await self._step_timed(t)
@@ -423,7 +481,7 @@ class Engine:
                     if not decision.ready:
                         self._emit(t.ref, "Warning", "ReleasedWithoutDeallocation", decision.message)
                     if t.vm is not None and decision.reason is not Reason.DUPLICATE_VM:
-                        await self._release(t, t.vm)
+                        await self._untag_ownership(t, t.vm)
                     self.gone(t.namespace, t.name)
                     return True
                 remaining = deadline - loop.time()
@@ -449,22 +507,30 @@ class Engine:
         look = self._look(t, vm, need_fresh_tags=False)
         if look.pending:
             return None
-        claim_failure = await self._claim(t, vm) if vm is not None and look.observation is not None and not t.deleting else None
-        decision = self._decide(t, vm, look, claim_failure)
+        tag_failure = await self._tag_ownership(t, vm) if vm is not None and look.observation is not None and not t.deleting else None
+        now = self._clock()
+        demand = self._demand(t, look, now)
+        decision = self._decide(t, vm, look, tag_failure, demand, now)
         if decision.action is not None and vm is not None:
             # About to act: the consent must be recent, not whatever the last read said.
             fresh = self._look(t, vm, need_fresh_tags=True)
             if fresh.pending:
                 return None  # the read of the tags wakes it
+        if decision.evicted:
+            self._evicted(t, vm, now)
         if decision.action is not None and vm is not None:
-            decision = self._act(t, vm, decision)
-        conditions = (ready_condition(decision, generation=t.generation, previous=t.previous.conditions, now=self._clock()),)
-        t.previous = _records(decision, conditions)
-        await self._write(t, decision, vm, look.observation)
+            decision = self._act(t, vm, decision, look.observation)
+        conditions = (ready_condition(decision, generation=t.generation, previous=t.previous.conditions, now=now),)
+        t.previous = _records(decision, conditions, demand, t.previous)
+        self._bill_unclaimed(t, demand, look.observation)
+        warn_at = self._warn_before_switch_off(t, vm, demand, now)
+        await self._write(t, decision, vm, look.observation, demand)
         if decision.ready and t.intent_since is not None and not t.deleting:
             if self.metrics is not None:
                 self.metrics.intent_to_desired.observe(asyncio.get_running_loop().time() - t.intent_since)
             t.intent_since = None
+        if warn_at is not None and decision.requeue_after is not None:
+            decision = replace(decision, requeue_after=min(decision.requeue_after, max(0.0, (warn_at - now).total_seconds())))
         return decision
 
     def _look(self, t: Tracked, vm: VmRef | None, *, need_fresh_tags: bool) -> Look:
@@ -472,25 +538,82 @@ class Engine:
             return Look(None)
         return self.fleet.observe(vm, need_fresh_tags=need_fresh_tags)
 
-    def _decide(self, t: Tracked, vm: VmRef | None, look: Look, claim_failure: Failure | None) -> Decision:
+    def _decide(
+        self, t: Tracked, vm: VmRef | None, look: Look, tag_failure: Failure | None, demand: Demand | None, now: dt.datetime
+    ) -> Decision:
         """Gather the inputs (no awaiting from here: nothing changes under decide) and decide."""
         state = self.vms.get(vm.key) if vm else None
         previous = t.previous
+        facts = look.observation.facts if look.observation is not None else None
         situation = Situation(
             spec=t.parsed,
             generation=t.generation,
-            now=self._clock(),
+            now=now,
             deleting=t.deleting,
             converged_generation=previous.converged_generation,
             observation=look.observation,
             observation_failure=look.failure,
-            refusal=claim_failure or self._refusal(t, vm, state),
+            refusal=tag_failure or self._refusal(t, vm, state),
             in_flight=state.in_flight if state else None,
             last_operation=previous.last_operation,
             start_failures=previous.start_failures,
             request_failure=t.request_failure,
+            demand=demand,
+            spot=bool(facts and facts.priority == "Spot"),
         )
         return core.decide(situation, timing=self.settings.timing, jitter=self._jitter())
+
+    def _demand(self, t: Tracked, look: Look, now: dt.datetime) -> Demand | None:
+        """Who needs the VM (controller/demand.py): for GpuVms in Auto, and for any GpuVm that
+        claims name (status.demand shows them, though an override ignores them)."""
+        spec = t.parsed
+        if not isinstance(spec, GpuVmSpec) or (spec.desired_state is not DesiredState.AUTO and not self.book.count(t.key)):
+            return None
+        schedule = None
+        if spec.schedule is not None and spec.desired_state is DesiredState.AUTO:
+            schedule = ScheduleView(is_open(spec.schedule, now),
+                                    tuple(ScheduleEdge(e.at, e.opens) for e in edges(spec.schedule, now, 8)))
+        state = self.vms.get(spec.vm.key)
+        power = look.observation.power_state if look.observation is not None else None
+        return evaluate(spec, claims=self.book.live(t.key, now), schedule=schedule, now=now,
+                        idle_since=t.previous.idle_since, vm_on=is_on(power, state.in_flight if state else None))
+
+    def _evicted(self, t: Tracked, vm: VmRef | None, now: dt.datetime) -> None:
+        count = (t.previous.evictions.count if t.previous.evictions else 0) + 1
+        t.previous = replace(t.previous, evictions=Evictions(count, now))
+        name = vm.name if vm else t.name
+        log.warning("%s/%s: Azure evicted the Spot VM %s (eviction %d); restarting it", t.namespace, t.name, name, count)
+        self._emit(t.ref, "Warning", "Evicted",
+                   f"Azure evicted the Spot VM {name} while it was wanted (eviction {count}); starting it again, "
+                   "with back-off if Azure has no Spot capacity")
+        self._wake_claims(t.key)
+
+    def _bill_unclaimed(self, t: Tracked, demand: Demand | None, observation: Observation | None) -> None:
+        """Seconds the VM is billed while no live claim needs it (Auto): the money idle costs."""
+        if demand is None or not isinstance(t.parsed, GpuVmSpec) or t.parsed.desired_state is not DesiredState.AUTO:
+            return
+        if t.unclaimed is None:
+            t.unclaimed = BillingClock()
+        power = observation.power_state if observation is not None else PowerState.UNKNOWN
+        t.unclaimed.observe(power if demand.active_claims == 0 else PowerState.DEALLOCATED)
+
+    def _warn_before_switch_off(
+        self, t: Tracked, vm: VmRef | None, demand: Demand | None, now: dt.datetime
+    ) -> dt.datetime | None:
+        """A DeallocationScheduled Event ``deallocation_warning`` before Auto switches the VM off
+        for lack of demand, so people at the VM can claim it; returns when to warn if not yet due."""
+        if demand is None or demand.active_claims or demand.deallocate_at is None or demand.deallocate_at <= now:
+            return None
+        warn_at = demand.deallocate_at - dt.timedelta(seconds=self.settings.deallocation_warning)
+        if warn_at > now:
+            return warn_at
+        if t.warned_for != demand.deallocate_at:
+            t.warned_for = demand.deallocate_at
+            why = "the schedule window closes" if demand.decided_by.value == "Schedule" else "nothing claims it"
+            self._emit(t.ref, "Warning", "DeallocationScheduled",
+                       f"VM {vm.name if vm else t.name} will be switched off at {format_time(demand.deallocate_at)}: "
+                       f"{why}. Create a GpuVmClaim for it (gpuvm-operator claim {t.name} -- …) to keep it running")
+        return None
 
     # ---- who may act --------------------------------------------------------------------
 
@@ -515,7 +638,7 @@ class Engine:
             return None  # not observed (a failure explains why); nothing will be acted on either
         return check(state.tags, namespace=t.namespace, settings=self.settings.guard)
 
-    async def _claim(self, t: Tracked, vm: VmRef) -> Failure | None:
+    async def _tag_ownership(self, t: Tracked, vm: VmRef) -> Failure | None:
         """With a cluster name, tag the VM as this cluster's before driving it (once).
 
         The Tags API has no compare-and-swap, so the claim is read back: if another cluster's
@@ -536,7 +659,7 @@ class Engine:
             self._emit(t.ref, "Normal", "Claimed", f"tagged {vm.name} {guard.owner_tag}={guard.cluster_name}")
         return None
 
-    async def _release(self, t: Tracked, vm: VmRef) -> None:
+    async def _untag_ownership(self, t: Tracked, vm: VmRef) -> None:
         """On deletion, remove this cluster's claim unless another GpuVm here still names the VM."""
         guard = self.settings.guard
         state = self.vms.get(vm.key)
@@ -553,7 +676,7 @@ class Engine:
 
     # ---- acting -------------------------------------------------------------------------
 
-    def _act(self, t: Tracked, vm: VmRef, decision: Decision) -> Decision:
+    def _act(self, t: Tracked, vm: VmRef, decision: Decision, observation: Observation | None) -> Decision:
         """Start the operation in a task of its own and return at once.
 
         The task waits for the subscription's write budget and its namespace's turn, sends the
@@ -564,9 +687,29 @@ class Engine:
         """
         action = decision.action
         assert action is not None and decision.last_operation is not None
+        hibernate = action is Action.DEALLOCATE and self._hibernates(t, observation)
         state = self.fleet.claim_operation(vm, action)  # before any await: no second request can start
-        self._spawn(self._operate(t, vm, state, action, decision.last_operation, t.previous), f"{action.verb} {vm.name}")
+        self._spawn(self._operate(t, vm, state, action, decision.last_operation, t.previous, hibernate=hibernate),
+                    f"{action.verb} {vm.name}")
         return decision
+
+    def _hibernates(self, t: Tracked, observation: Observation | None) -> bool:
+        """spec.stopMode Hibernate, unless Azure refused it before (status.stopMode) or the VM is
+        a Spot VM, which Azure never hibernates: then a plain deallocate, said so in status."""
+        if not isinstance(t.parsed, GpuVmSpec) or t.parsed.stop_mode is not StopMode.HIBERNATE:
+            return False
+        if t.previous.stop_fallback is not None:
+            return False
+        facts = observation.facts if observation is not None else None
+        if facts is not None and facts.priority == "Spot":
+            self._fall_back(t, "Azure does not hibernate Spot VMs")
+            return False
+        return True
+
+    def _fall_back(self, t: Tracked, why: str) -> None:
+        t.previous = replace(t.previous, stop_fallback=why)
+        log.warning("%s/%s: cannot hibernate: %s; deallocating instead", t.namespace, t.name, why)
+        self._emit(t.ref, "Warning", "HibernationNotSupported", f"{why}; deallocating instead (status.stopMode)")
 
     def _spawn(self, coroutine: Any, name: str) -> None:
         task = asyncio.create_task(coroutine, name=name)
@@ -579,7 +722,8 @@ class Engine:
         return t if self.tracked.get(t.key) is t else None
 
     async def _operate(
-        self, t: Tracked, vm: VmRef, state: VmState, action: Action, record: core.LastOperation, before: PreviousStatus
+        self, t: Tracked, vm: VmRef, state: VmState, action: Action, record: core.LastOperation, before: PreviousStatus,
+        *, hibernate: bool,
     ) -> None:
         pacer = self.azure.pacer(vm.subscription_id)
         generation = t.generation
@@ -596,11 +740,15 @@ class Engine:
             self.wake(t.key)
             return
         try:
-            poller = await self.azure.begin(vm, action)
+            poller = await self.azure.begin(vm, action, hibernate=hibernate)
         except AzureFailureError as e:
             pacer.release()
             self.fleet.operation_abandoned(vm)
-            self._request_failed(t, vm, action, record, before, e.failure)
+            if hibernate and e.failure.reason is Reason.HIBERNATION_NOT_SUPPORTED and self._current(t) is not None:
+                self._undo_record(t, record, before)
+                self._fall_back(t, e.failure.message)  # the next step deallocates plainly, at once
+            else:
+                self._request_failed(t, vm, action, record, before, e.failure)
             self.wake(t.key)
             return
         except BaseException:
@@ -610,8 +758,11 @@ class Engine:
         self.fleet.operation_accepted(vm, action)
         t.request_failure = None
         trigger = record.trigger.value
-        log.info("%s/%s: %s requested (%s) for %s", t.namespace, t.name, action.verb, trigger, vm.resource_id)
-        self._emit(t.ref, "Normal", f"{action.value}Requested", f"{action.verb} requested ({trigger}) for {vm.name}")
+        verb = "hibernate" if hibernate else action.verb
+        log.info("%s/%s: %s requested (%s) for %s", t.namespace, t.name, verb, trigger, vm.resource_id)
+        self._emit(t.ref, "Normal", f"{action.value}Requested", f"{verb} requested ({trigger}) for {vm.name}")
+        if record.trigger is Trigger.IDLE and self.metrics is not None:
+            self.metrics.idle_deallocations.inc()
         try:
             await self._follow(t, vm, state, action, poller)
         finally:
@@ -719,43 +870,129 @@ class Engine:
 
     # ---- status -------------------------------------------------------------------------
 
-    async def _write(self, t: Tracked, decision: Decision, vm: VmRef | None, observation: Observation | None) -> None:
+    async def _write(
+        self, t: Tracked, decision: Decision, vm: VmRef | None, observation: Observation | None, demand: Demand | None
+    ) -> None:
         now = self._clock()
-        new = render_status(decision, generation=t.generation, vm=vm, observation=observation, previous=t.previous, now=now)
+        new = render_status(decision, generation=t.generation, vm=vm, observation=observation, previous=t.previous,
+                            now=now, demand=demand)
         if decision.reason is not t.last_reason:
             if t.last_reason is not None and decision.reason not in _QUIET_REASONS and decision.reason is not Reason.DRIFTED:
                 self._emit(t.ref, "Warning", decision.reason.value, decision.message)
             elif decision.reason is Reason.DRIFTED:
                 self._emit(t.ref, "Warning", "Drifted", decision.message)
             t.last_reason = decision.reason
-        wanted = fingerprint(new)
-        if t.written is None and wanted == t.reported:
-            t.written = t.written_as = wanted  # a restart: what is stored is already right
+        self._viewed(t, new)
+        await self._store(t.memory, t.namespace, t.name, new, plural=None, on_gone=lambda: self._forget_if_current(t),
+                          retry=lambda: self.scheduler.after(t.key, self.settings.timing.error_retry),
+                          repair=lambda: self.wake(t.key))
+
+    def _forget_if_current(self, t: Tracked) -> None:
+        if self._current(t) is not None:
+            log.info("%s/%s: gone from the API server; forgetting it", t.namespace, t.name)
+            self.gone(t.namespace, t.name)
+
+    def _viewed(self, t: Tracked, status: Mapping[str, Any]) -> None:
+        """What the GpuVm's claims say of it comes from the status just rendered: when that
+        changes (it starts, it is Ready, it fails …), its claims look again."""
+        spec = t.parsed
+        ready = status["conditions"][0]
+        view = GpuVmView(
+            name=t.name,
+            desired=spec.desired_state if isinstance(spec, GpuVmSpec) else None,
+            power_state=status.get("powerState"),
+            ready=ready["status"] == "True",
+            reason=ready["reason"],
+            message=ready["message"],
+            current=True,
+        )
+        if view != t.view:
+            t.view = view
+            self._wake_claims(t.key)
+
+    async def _store(
+        self, memory: StatusMemory, namespace: str, name: str, status: Mapping[str, Any], *, plural: str | None,
+        on_gone: Callable[[], None], retry: Callable[[], None], repair: Callable[[], None],
+    ) -> None:
+        """Write ``status`` when it differs from what the API server stores (``StatusMemory``)."""
+        wanted = fingerprint(status)
+        cause = memory.due(wanted)
+        if cause is None:
             return
-        if wanted == t.written and t.reported == t.written_as:
-            return
-        cause = "change" if wanted != t.written else "repair"
-        t.writing = True
+        memory.writing = True
         try:
-            stored = await self._status.replace_status(t.namespace, t.name, new)
+            stored = await self._status.replace_status(namespace, name, status, **({"plural": plural} if plural else {}))
         except KubeWriteError as e:
-            if e.status == 404 and self._current(t) is not None:
-                log.info("%s/%s: gone from the API server; forgetting it", t.namespace, t.name)
-                self.gone(t.namespace, t.name)
+            if e.status == 404:
+                on_gone()
                 return
-            log.warning("%s/%s: writing status failed: %s", t.namespace, t.name, e)
-            self.scheduler.after(t.key, self.settings.timing.error_retry)  # the next step retries the same write
+            log.warning("%s/%s: writing status failed: %s", namespace, name, e)
+            retry()  # the next step retries the same write
             return
         finally:
-            t.writing = False
+            memory.writing = False
         if self.metrics is not None:
             self.metrics.status_writes.labels(cause).inc()
-        t.written, t.written_as = wanted, fingerprint(stored.status)
-        rv = _resource_version(stored.resource_version)
-        if rv >= t.reported_rv:
-            t.reported, t.reported_rv = t.written_as, rv
-        elif t.reported != t.written_as:
-            self.wake(t.key)  # a newer foreign write landed while ours was on its way
+        if memory.stored(wanted, fingerprint(stored.status), resource_version(stored.resource_version)):
+            repair()  # a newer foreign write landed while ours was on its way
+
+    # ---- claim status -------------------------------------------------------------------
+
+    async def _claim_step(self, key: ClaimKey) -> float | None:
+        """A claim's phase and Ready condition, written to its status; Events on phase changes.
+        Returns when to look again: when the claim stops being live, or to re-read an owner Pod
+        the claimant watch does not cover."""
+        c = self.book.claims.get(key)
+        if c is None:
+            return None
+        gpuvm = self.tracked.get(c.gpuvm_key) if c.gpuvm_key is not None else None
+        if gpuvm is None and not self.settings.all_claims:
+            return None  # sharded: the operator driving its GpuVm answers it
+        now = self._clock()
+        self._read_owner_pods(c)
+        live = self.book.liveness(c, now)
+        if live is None:
+            assert isinstance(c.claim, SpecError)
+            state = ClaimState(ClaimPhase.PENDING, ClaimReason.INVALID_SPEC, invalid_claim_message(c.claim))
+        else:
+            view = None
+            if gpuvm is not None:
+                view = gpuvm.view or GpuVmView(name=gpuvm.name, desired=getattr(gpuvm.parsed, "desired_state", None))
+            state = claim_state(c.claim, live, view)  # type: ignore[arg-type]
+        status = render_claim_status(state, generation=c.generation, previous={"conditions": list(c.conditions)}, now=now)
+        c.conditions = tuple(status["conditions"])
+        event = claim_event(c.phase, state)
+        c.phase = state.phase
+        if event is not None:
+            self._emit(c.ref, *event)
+        await self._store(c.memory, c.namespace, c.name, status, plural=CLAIM_PLURAL,
+                          on_gone=lambda: self.claim_gone(c.namespace, c.name),
+                          retry=lambda: self.scheduler.after(c.key, self.settings.timing.error_retry),
+                          repair=lambda: self.wake(c.key))
+        delay = None
+        if live is not None and live.live and live.until is not None:
+            delay = max(0.0, (live.until - now).total_seconds())
+        if live is not None and live.live and isinstance(c.claim, Claim) and c.claim.owner_pods:
+            delay = min(delay, self.settings.timing.resync) if delay is not None else self.settings.timing.resync
+        return delay
+
+    def _read_owner_pods(self, c: TrackedClaim) -> None:
+        """GET the owner Pods the claimant watch does not cover (no label), at most once per resync."""
+        if self.read_pod is None:
+            return
+        reader = self.read_pod
+        loop_now = asyncio.get_running_loop().time()
+        for name, uid in self.book.reads_due(c, watched=self.pods_watched(), now=loop_now, every=self.settings.timing.resync):
+
+            async def read(name: str = name, uid: str = uid) -> None:
+                try:
+                    phase = await reader(c.namespace, name, uid)
+                except Exception as e:  # noqa: BLE001 - the next look reads it again
+                    log.warning("%s/%s: reading owner Pod %s failed: %s", c.namespace, c.name, name, e)
+                    return
+                self.pod_changed(uid, phase)
+
+            self._spawn(read(), f"read pod {c.namespace}/{name}")
 
     async def close(self) -> None:
         if self._runner is not None:

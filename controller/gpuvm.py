@@ -75,7 +75,7 @@ class GpuVmSpec:
     deletion_policy: DeletionPolicy
     idle_timeout: dt.timedelta = DEFAULT_IDLE_TIMEOUT
     stop_mode: StopMode = StopMode.DEALLOCATE
-    schedule: Any = None  # what parse_schedule_field made of spec.schedule; None when absent
+    schedule: Any = None  # a controller.schedule.Schedule; None when absent
 
 
 @dataclass(frozen=True)
@@ -167,13 +167,11 @@ def _idle_timeout(spec: Mapping[str, Any]) -> dt.timedelta:
 
 
 def parse_schedule_field(raw: Any) -> Any:
-    """HOOK(schedule): what ``spec.schedule`` becomes in GpuVmSpec.schedule.
+    """What ``spec.schedule`` becomes in GpuVmSpec.schedule: a Schedule, or a SpecError that
+    parse_spec turns into InvalidSpec naming the field."""
+    from controller.schedule import parse_schedule  # here: controller.schedule imports SpecError from this module
 
-    For now the raw value is kept as it is. At merge, this body becomes
-    ``return controller.schedule.parse_schedule(raw)``: parse_spec turns a SpecError returned
-    here into InvalidSpec, so nothing else has to change.
-    """
-    return raw
+    return parse_schedule(raw)
 
 
 def parse_spec(spec: Any, *, default_subscription: str | None) -> GpuVmSpec | SpecError:

@@ -54,6 +54,12 @@ OPERATOR_ACCESS: tuple[KubeAccess, ...] = (
     KubeAccess("patch", GROUP, PLURAL, why="kopf: the finalizer and its progress annotations"),
     KubeAccess("patch", GROUP, PLURAL, "status", why="the operator's status writer"),
     KubeAccess("create", "", "events", why="kopf posts the operator's Events"),
+    KubeAccess("list", GROUP, "gpuvmclaims", why="kopf's watch of the claims starts with a list"),
+    KubeAccess("watch", GROUP, "gpuvmclaims", why="kopf's watch of the claims"),
+    KubeAccess("patch", GROUP, "gpuvmclaims", "status", why="each claim's phase and Ready condition"),
+    KubeAccess("list", "", "pods", why="the watch of claimant Pods (label gpuvm.dev/claimant=true) starts with a list"),
+    KubeAccess("watch", "", "pods", why="the watch of claimant Pods: a finished owner releases its claims"),
+    KubeAccess("get", "", "pods", why="owner Pods without the claimant label, read one by one"),
 )
 
 
@@ -175,7 +181,7 @@ class StatusWriter:
         except Exception as e:  # noqa: BLE001 - urllib3 errors, timeouts
             raise KubeWriteError(None, f"{type(e).__name__}: {e}") from None
 
-    async def replace_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> Stored:
+    async def replace_status(self, namespace: str, name: str, status: Mapping[str, Any], *, plural: str = PLURAL) -> Stored:
         """Make ``.status`` exactly ``status`` through the status subresource (spec is never
         touched), whatever it held before — a status someone else rewrote included.
 
@@ -186,7 +192,7 @@ class StatusWriter:
 
         def call() -> Any:
             return self._api.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, PLURAL, name, [{"op": "add", "path": "/status", "value": dict(status)}],
+                GROUP, VERSION, namespace, plural, name, [{"op": "add", "path": "/status", "value": dict(status)}],
                 _content_type="application/json-patch+json", _request_timeout=30,
             )
 
@@ -208,6 +214,14 @@ class StatusWriter:
                 return False
             raise
         return (body.get("metadata") or {}).get("uid") == uid
+
+    async def in_thread(self, call: Callable[[], T]) -> T:
+        """A blocking read of this client's (an owner Pod's phase) in the writer's thread pool."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+
+    @property
+    def api_client(self) -> kubernetes.client.ApiClient:
+        return self._api_client
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -33,6 +33,8 @@ class GpuVmSample:
     size: str
     power_state: PowerState
     billed_seconds: float
+    active_claims: int = 0
+    unclaimed_billed_seconds: float | None = None  # desiredState Auto: billed while no live claim needs it
 
 
 class Metrics:
@@ -51,6 +53,10 @@ class Metrics:
             "gpuvm_azure_reads_total",
             "ARM reads sent, by purpose: walk / busy-walk pages, tags pages, poll, get:<why a VM was read alone>",
             ["purpose"], registry=r,
+        )
+        self.idle_deallocations = Counter(
+            "gpuvm_idle_deallocations_total", "VMs switched off by desiredState Auto because nothing wanted them",
+            registry=r,
         )
         self.status_writes = Counter(
             "gpuvm_status_writes_total", "Status writes to the Kubernetes API, by cause (change or repair)",
@@ -108,11 +114,24 @@ class _GpuVmCollector(Collector):
             "gpuvm_billed_seconds", "Seconds the VM spent in billed power states (starting to stopped) while observed",
             labels=["namespace", "name", "vm", "size"],
         )
+        claims = GaugeMetricFamily(
+            "gpuvm_active_claims", "Live GpuVmClaims on each GpuVm", labels=["namespace", "name"],
+        )
+        unclaimed = CounterMetricFamily(
+            "gpuvm_unclaimed_billed_seconds",
+            "Seconds a GpuVm in desiredState Auto was billed while no live claim needed it (idle grace, schedule, drift)",
+            labels=["namespace", "name", "vm", "size"],
+        )
         for s in self._samples():
             power.add_metric([s.namespace, s.name, s.vm, s.power_state.value], 1)
+            claims.add_metric([s.namespace, s.name], s.active_claims)
+            if s.unclaimed_billed_seconds is not None:
+                unclaimed.add_metric([s.namespace, s.name, s.vm, s.size], s.unclaimed_billed_seconds)
             billed.add_metric([s.namespace, s.name, s.vm, s.size], s.billed_seconds)
         yield power
         yield billed
+        yield claims
+        yield unclaimed
 
 
 class BillingClock:

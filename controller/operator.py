@@ -43,10 +43,12 @@ from controller.credentials import (
     build_credential,
     precedence_warning,
 )
+from controller.demand import CLAIM_PLURAL
 from controller.engine import Engine
 from controller.gpuvm import GROUP, PLURAL, VERSION
 from controller.kube import StatusWriter, load_api_client
 from controller.metrics import Metrics
+from controller.pods import PodPhases
 
 log = logging.getLogger("gpuvm.operator")
 
@@ -120,6 +122,7 @@ class Operator:
         self._credential_check: asyncio.Task[None] | None = None
         self._trimmer: asyncio.Task[None] | None = None
         self._runner: asyncio.Task[None] | None = None
+        self._pods: PodPhases | None = None
         self.credential_state = "unchecked"
         self._event_context: contextvars.Context | None = None
         self.metrics = Metrics()
@@ -152,6 +155,12 @@ class Operator:
             load_api_client(server=config.kube_server, kubeconfig=config.kubeconfig), workers=config.status_workers
         )
         self._engine = Engine(azure=azure, status=self._writer, settings=config.engine, emit=self.post_event, metrics=self.metrics)
+        writer, engine = self._writer, self._engine
+        pods = self._pods = PodPhases(writer.api_client, on_change=engine.pod_changed,
+                                      namespaces=() if config.clusterwide or config.namespace_globs else config.namespaces)
+        engine.pods_watched = lambda: set(pods.phases)
+        engine.read_pod = lambda ns, name, uid: writer.in_thread(lambda: pods.read(ns, name, uid))
+        pods.start()
         if config.peering is None:
             self._runner = asyncio.create_task(self._engine.run(_Never()), name="standalone")
         self._credential_check = asyncio.create_task(self._check_credential(azure))
@@ -194,6 +203,8 @@ class Operator:
         for task in (self._credential_check, self._trimmer, self._runner):
             if task is not None:
                 task.cancel()
+        if self._pods is not None:
+            self._pods.stop()
         if self._runner is not None:
             await asyncio.gather(self._runner, return_exceptions=True)
         if self._engine is not None:
@@ -256,6 +267,16 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
             op.engine.gone(body.metadata.namespace or "", body.metadata.name or "")
         else:
             op.engine.seen(body)
+
+    # Claims are not sharded by label: each operator answers the claims of the GpuVms it drives
+    # (EngineSettings.all_claims). Namespaces are those the operator serves.
+    @kopf.on.event(GROUP, VERSION, CLAIM_PLURAL, registry=registry)
+    async def claim_seen(event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
+        op.handled()
+        if event.get("type") == "DELETED":
+            op.engine.claim_gone(body.metadata.namespace or "", body.metadata.name or "")
+        else:
+            op.engine.claim_seen(body)
 
     if config.peering is not None:
         # The active replica's scheduler (see the module docstring). On pause or shutdown kopf

@@ -9,6 +9,7 @@ prunes nothing.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,16 @@ class PreviousStatus:
     start_failures: StartFailures | None = None
     conditions: tuple[Mapping[str, Any], ...] = ()
     idle_since: dt.datetime | None = None  # status.demand.idleSince: the idle grace survives a restart
+    stop_fallback: str | None = None  # status.stopMode.reason: why Hibernate fell back to a plain deallocate
+    evictions: Evictions | None = None  # status.evictions
+
+
+@dataclass(frozen=True)
+class Evictions:
+    """Spot evictions seen while the VM was wanted (``status.evictions``)."""
+
+    count: int
+    last_at: dt.datetime
 
 
 def _read_last_operation(raw: Any) -> LastOperation | None:
@@ -83,7 +94,25 @@ def read_status(status: Any) -> PreviousStatus:
         start_failures=_read_start_failures(status.get("startFailures")),
         conditions=tuple(c for c in conditions if isinstance(c, Mapping)) if isinstance(conditions, list) else (),
         idle_since=parse_time(demand.get("idleSince")),
+        stop_fallback=_read_stop_fallback(status.get("stopMode")),
+        evictions=_read_evictions(status.get("evictions")),
     )
+
+
+def _read_stop_fallback(raw: Any) -> str | None:
+    if not isinstance(raw, Mapping) or raw.get("requested") != "Hibernate" or raw.get("effective") != "Deallocate":
+        return None
+    reason = raw.get("reason")
+    return reason if isinstance(reason, str) and reason else "Azure refused to hibernate the VM"
+
+
+def _read_evictions(raw: Any) -> Evictions | None:
+    if not isinstance(raw, Mapping):
+        return None
+    count, last = raw.get("count"), parse_time(raw.get("lastAt"))
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1 or last is None:
+        return None
+    return Evictions(count, last)
 
 
 def _last_operation_dict(op: LastOperation) -> dict[str, Any]:
@@ -157,6 +186,8 @@ def render_status(
 
     ``demand`` (what controller.demand.evaluate said, for the same ``now``) becomes
     ``status.demand``; without it the key is absent, as for a GpuVm before claims existed.
+    ``previous`` carries the records kept across steps: the Ready condition's transition time,
+    a hibernation that fell back to a plain deallocate (``status.stopMode``) and Spot evictions.
     """
     status: dict[str, Any] = {"observedGeneration": generation}
     if decision.converged_generation is not None:
@@ -183,6 +214,10 @@ def render_status(
         }
     if demand is not None:
         status["demand"] = demand_dict(demand)
+    if previous.stop_fallback is not None:
+        status["stopMode"] = {"requested": "Hibernate", "effective": "Deallocate", "reason": _clip(previous.stop_fallback)}
+    if previous.evictions is not None:
+        status["evictions"] = {"count": previous.evictions.count, "lastAt": format_time(previous.evictions.last_at)}
     status["conditions"] = [ready_condition(decision, generation=generation, previous=previous.conditions, now=now)]
     return status
 
@@ -200,3 +235,63 @@ def render_claim_status(
             _ready(state.ready, state.reason.value, state.message, generation=generation, previous=conditions, now=now)
         ],
     }
+
+
+# ----------------------------------------------------------------------------- repair bookkeeping
+
+
+def fingerprint(status: Mapping[str, Any] | None) -> int:
+    """Equal for equal statuses, whatever their key order; cheap to keep for thousands."""
+    return hash(json.dumps(status or {}, sort_keys=True, separators=(",", ":"), default=str))
+
+
+def resource_version(value: Any) -> int:
+    """resourceVersions are opaque strings; kube-apiserver's are etcd revisions. Comparing them
+    as numbers orders a watch event against a write response; anything else counts as newest."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 1 << 62
+
+
+@dataclass(slots=True)
+class StatusMemory:
+    """Fingerprints of one object's status, so that the operator writes exactly when what it
+    would write differs from what the API server stores — its own view changed, or someone else
+    rewrote the status — and never because of the watch events of its own writes.
+
+    ``reported``: the status the API server last reported (watch events and write responses,
+    ordered by resourceVersion); ``written``: what this process last wrote, and ``written_as``:
+    that status as the server stored it (defaults or pruning may differ from what was sent).
+    """
+
+    reported: int
+    reported_rv: int
+    written: int | None = None
+    written_as: int | None = None
+    writing: bool = False
+
+    def report(self, status_fingerprint: int, rv: int) -> bool:
+        """A watch event; True when it shows someone else's status (the object should be woken)."""
+        if rv <= self.reported_rv:
+            return False  # older than what we know: an event overtaken by our own write
+        self.reported, self.reported_rv = status_fingerprint, rv
+        return not self.writing and self.written_as is not None and status_fingerprint != self.written_as
+
+    def due(self, wanted: int) -> str | None:
+        """Why ``wanted`` must be written: "change" (our view moved), "repair" (the stored status
+        is someone else's), or None: stored already."""
+        if self.written is None and wanted == self.reported:
+            self.written = self.written_as = wanted  # a restart: what is stored is already right
+            return None
+        if wanted == self.written and self.reported == self.written_as:
+            return None
+        return "change" if wanted != self.written else "repair"
+
+    def stored(self, wanted: int, stored_fingerprint: int, rv: int) -> bool:
+        """Our write landed; True when a newer foreign write overtook it (wake to repair)."""
+        self.written, self.written_as = wanted, stored_fingerprint
+        if rv >= self.reported_rv:
+            self.reported, self.reported_rv = stored_fingerprint, rv
+            return False
+        return self.reported != stored_fingerprint

@@ -171,6 +171,43 @@ class Cluster:
         body = {"status": dict(status)}
         return self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, ns or self.default_namespace, PLURAL, name, body)
 
+    def claim(self, name: str, gpuvm: str, ns: str | None = None, *, owner: Mapping[str, Any] | None = None,
+              **spec: Any) -> dict[str, Any]:
+        """Create a GpuVmClaim for ``gpuvm`` (optionally owned by the Pod ``owner``, as the claim
+        wrapper does in a Pod)."""
+        metadata: dict[str, Any] = {"name": name}
+        if owner is not None:
+            meta = owner["metadata"]
+            metadata["ownerReferences"] = [{"apiVersion": "v1", "kind": "Pod", "name": meta["name"], "uid": meta["uid"]}]
+        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "GpuVmClaim", "metadata": metadata, "spec": {"gpuVm": gpuvm, **spec}}
+        return self.custom.create_namespaced_custom_object(GROUP, VERSION, ns or self.default_namespace, "gpuvmclaims", body)
+
+    def get_claim(self, name: str, ns: str | None = None) -> dict[str, Any] | None:
+        try:
+            return self.custom.get_namespaced_custom_object(GROUP, VERSION, ns or self.default_namespace, "gpuvmclaims", name)
+        except client.ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def delete_claim(self, name: str, ns: str | None = None) -> None:
+        self.custom.delete_namespaced_custom_object(GROUP, VERSION, ns or self.default_namespace, "gpuvmclaims", name)
+
+    def claim_ready(self, name: str, ns: str | None = None) -> tuple[str, str, str, str] | None:
+        """(phase, Ready status, reason, message) of a claim, once the operator wrote them."""
+        obj = self.get_claim(name, ns) or {}
+        ready = ready_of(obj)
+        return ((obj.get("status") or {}).get("phase", ""), *ready) if ready else None
+
+    def pod(self, name: str, ns: str | None = None, *, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """A Pod (no kubelet runs it: its phase is whatever ``pod_phase`` sets)."""
+        body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": dict(labels or {})},
+                "spec": {"containers": [{"name": "job", "image": "job:1"}]}}
+        return self.api_client.sanitize_for_serialization(self.core.create_namespaced_pod(ns or self.default_namespace, body))
+
+    def pod_phase(self, name: str, phase: str, ns: str | None = None) -> None:
+        self.core.patch_namespaced_pod_status(name, ns or self.default_namespace, {"status": {"phase": phase}})
+
     def delete(self, name: str, ns: str | None = None) -> None:
         self.custom.delete_namespaced_custom_object(GROUP, VERSION, ns or self.default_namespace, PLURAL, name)
 
@@ -252,6 +289,10 @@ class Azure:
 
     def fault(self, spec: str) -> int:
         return self.call(lambda: self.sim.add_fault(spec))
+
+    def evict(self, name: str) -> str:
+        """The platform evicts a Spot VM (deallocates it), as Azure does when it needs the capacity."""
+        return self.call(lambda: self.sim.evict(name))
 
     def out_of_band(self, name: str, action: str) -> str:
         return self.call(lambda: self.sim.out_of_band(name, action))

@@ -135,6 +135,25 @@ def lifecycle(sb: Sandbox, prefix: str = "", vms: tuple[str, str, str] = ("vm-1"
         wait_for(lambda name=name: c.get(name) is None, 20, what=f"{name} deleted")
     assert az.power(vms[0]) == "running"  # Retain
     assert az.power(vms[1]) == "deallocated"  # Deallocate
+    claimed(sb, prefix, vms[2])
+
+
+def claimed(sb: Sandbox, prefix: str, vm: str) -> None:
+    """A job's claim on a GpuVm in Auto, owned by a Pod without the claimant label: the operator
+    watches claims, writes their status and reads the owner Pod by a GET."""
+    c = sb.cluster
+    assert c is not None
+    auto, job = f"{prefix}auto", f"{prefix}job"
+    c.create(auto, {"vm": {"resourceId": vm_id(vm)}, "desiredState": "Auto", "idleTimeout": "0s"})
+    pod = c.pod(f"{job}-pod")
+    c.claim(job, auto, owner=pod)
+    wait_for(lambda: (c.claim_ready(job) or ("", ""))[1] == "True", 30, what=f"{job} Ready")
+    c.pod_phase(f"{job}-pod", "Succeeded")
+    wait_for(lambda: (c.claim_ready(job) or ("",))[0] == "Released", 30, what=f"{job} released")
+    c.core.delete_namespaced_pod(f"{job}-pod", c.default_namespace)
+    wait_for(lambda: c.get_claim(job) is None, 30, what=f"{job} garbage-collected")
+    c.delete(auto)
+    wait_for(lambda: c.get(auto) is None, 20, what=f"{auto} deleted")
 
 
 def ai_job(sb: Sandbox) -> None:
@@ -279,10 +298,18 @@ def test_standalone_operator_calls(standalone_run: Any) -> None:
         ("patch", GROUP, PLURAL, ""),  # kopf: finalizer, progress annotations
         ("patch", GROUP, PLURAL, "status"),  # the operator's status writer
         ("create", "", "events", ""),
+        ("list", GROUP, "gpuvmclaims", ""),  # kopf's watch of the claims
+        ("watch", GROUP, "gpuvmclaims", ""),
+        ("patch", GROUP, "gpuvmclaims", "status"),  # each claim's phase and Ready
+        ("list", "", "pods", ""),  # the watch of claimant Pods (label selector)
+        ("watch", "", "pods", ""),
+        ("get", "", "pods", ""),  # an owner Pod without the claimant label
     }
     agents = {a.user_agent.split("/")[0] for a in operator_accesses(log) if a.subresource == "status"}
     assert agents == {"gpuvm-operator"}, "status is written by the operator's own client, not kopf"
-    assert not any(a.verb in ("get", "update", "delete") for a in operator_accesses(log) if a.is_resource_request)
+    # Reads of single objects only for owner Pods; never an update or a delete of anything.
+    assert not any(a.verb in ("update", "delete") or (a.verb == "get" and a.resource != "pods")
+                   for a in operator_accesses(log) if a.is_resource_request)
 
 
 def test_ha_rbac_is_exactly_what_peering_operators_use(ha_run: Any) -> None:

@@ -165,10 +165,20 @@ def test_stop_mode() -> None:
     assert bad == SpecError("spec.stopMode", 'unsupported value "Stop": supported values: "Deallocate", "Hibernate"')
 
 
-def test_schedule_hook_keeps_the_raw_value_until_the_schedule_parser_is_connected() -> None:
+def test_schedule_is_parsed_into_windows() -> None:
+    from controller.schedule import Schedule, Window
+
     raw = {"timeZone": "Europe/Berlin", "windows": [{"days": "Mon-Fri", "start": "08:00", "end": "18:30"}]}
     parsed = parse_spec({"vm": {"resourceId": RID}, "desiredState": "Auto", "schedule": raw}, default_subscription=None)
-    assert isinstance(parsed, GpuVmSpec) and parsed.schedule == raw
+    assert isinstance(parsed, GpuVmSpec)
+    assert parsed.schedule == Schedule("Europe/Berlin", (Window(frozenset(range(5)), 8 * 60, 18 * 60 + 30),))
+
+
+def test_a_malformed_schedule_is_invalid_spec_naming_the_field() -> None:
+    raw = {"timeZone": "Europe/Berlln", "windows": [{"days": "Mon-Fri", "start": "08:00", "end": "18:30"}]}
+    parsed = parse_spec({"vm": {"resourceId": RID}, "desiredState": "Auto", "schedule": raw}, default_subscription=None)
+    assert isinstance(parsed, SpecError) and parsed.field == "spec.schedule.timeZone"
+    assert "Europe/Berlin" in parsed.message  # did you mean
 
 
 def test_schedule_hook_errors_become_invalid_spec(monkeypatch: pytest.MonkeyPatch) -> None:

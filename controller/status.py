@@ -23,7 +23,8 @@ MAX_MESSAGE = 1024  # keep status small; Azure messages can be paragraphs
 
 def format_time(when: dt.datetime) -> str:
     """RFC 3339 in UTC with second precision, as Kubernetes writes its own timestamps."""
-    return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # isoformat, not strftime("%Y"): glibc writes the year 999 as "999", which is no RFC 3339.
+    return when.astimezone(dt.timezone.utc).replace(microsecond=0, tzinfo=None).isoformat() + "Z"
 
 
 def parse_time(value: Any) -> dt.datetime | None:
@@ -31,9 +32,10 @@ def parse_time(value: Any) -> dt.datetime | None:
         return None
     try:
         parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        # In UTC now: "0001-01-01T00:00:00+14:00" is a valid string but no UTC date (OverflowError).
+        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)).astimezone(dt.timezone.utc)
+    except (ValueError, OverflowError):
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
 
 
 def _clip(text: str) -> str:
@@ -74,11 +76,16 @@ def _read_last_operation(raw: Any) -> LastOperation | None:
     )
 
 
+def _integer(value: Any) -> int | None:
+    """A JSON integer; ``true`` is not one (Python's bool is an int, the schema's integer is not)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def _read_start_failures(raw: Any) -> StartFailures | None:
     if not isinstance(raw, Mapping):
         return None
-    count, code, when = raw.get("count"), raw.get("lastCode"), parse_time(raw.get("nextRetryAt"))
-    if not isinstance(count, int) or count < 1 or not isinstance(code, str) or when is None:
+    count, code, when = _integer(raw.get("count")), raw.get("lastCode"), parse_time(raw.get("nextRetryAt"))
+    if count is None or count < 1 or not isinstance(code, str) or when is None:
         return None
     return StartFailures(count=count, last_code=code, next_retry_at=when)
 
@@ -86,10 +93,9 @@ def _read_start_failures(raw: Any) -> StartFailures | None:
 def read_status(status: Any) -> PreviousStatus:
     if not isinstance(status, Mapping):
         return PreviousStatus()
-    converged = status.get("convergedGeneration")
     conditions = status.get("conditions")
     return PreviousStatus(
-        converged_generation=converged if isinstance(converged, int) else None,
+        converged_generation=_integer(status.get("convergedGeneration")),
         last_operation=_read_last_operation(status.get("lastOperation")),
         start_failures=_read_start_failures(status.get("startFailures")),
         conditions=tuple(c for c in conditions if isinstance(c, Mapping)) if isinstance(conditions, list) else (),
@@ -116,11 +122,9 @@ def ready_condition(
     """The Ready condition; lastTransitionTime moves only when status flips, as conventions ask."""
     status = "True" if decision.ready else "False"
     before = next((c for c in previous if c.get("type") == CONDITION_READY), None)
-    since = (
-        before["lastTransitionTime"]
-        if before and before.get("status") == status and isinstance(before.get("lastTransitionTime"), str)
-        else format_time(now)
-    )
+    kept = parse_time(before.get("lastTransitionTime")) if before and before.get("status") == status else None
+    # Re-formatted, not copied: a hand-edited "2026-02-30" would make the apiserver refuse the status.
+    since = format_time(kept or now)
     return {
         "type": CONDITION_READY,
         "status": status,

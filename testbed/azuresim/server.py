@@ -485,6 +485,8 @@ class AzureComputeSimulator:
                 call["overlap"] = (vm.operation, "hibernate" if hibernate else route.action.value, vm)
         try:
             response = await self._serve(request, route, call)
+            if call.get("lost"):
+                raise _Dropped()  # served (the operation may have begun), the answer never arrives
             call["status"] = response.status
             return response
         except ArmError as e:
@@ -536,17 +538,40 @@ class AzureComputeSimulator:
             raise wire.not_found_route(request.path)
         sub, rg, name = route.subscription, route.resource_group, route.name
         fail: Fault | None = None
+        mangle: Fault | None = None
+        hide = False
         if self._faults:
             delay, fault = self._faults.request_faults(route.op, sub, rg, name)
             if delay:
                 await asyncio.sleep(delay)
             if fault is not None:
+                if fault.kind is FaultKind.TIMEOUT:
+                    await asyncio.sleep(fault.delay or 5.0)
+                    raise _Dropped()
                 if fault.kind is FaultKind.DROP:
                     raise _Dropped()
                 if fault.kind is FaultKind.FAIL:
                     fail = fault
+                elif fault.kind in _ANSWERS:
+                    return _ANSWERS[fault.kind](self, request, fault)
+                elif fault.kind in _MANGLERS:
+                    mangle = fault
+                elif fault.kind is FaultKind.NO_POWER_STATE:  # drawn by a chaos fault for this request
+                    hide = True
+                elif fault.kind is FaultKind.LOST:
+                    call["lost"] = True
                 else:
                     raise self._fault_error(fault)
+        response = await self._answer(request, route, principal, api_version, fail, hide_power_state=hide)
+        if mangle is not None and response.body:
+            response.body = _MANGLERS[mangle.kind](bytes(response.body), mangle)  # type: ignore[arg-type]
+        return response
+
+    async def _answer(self, request: web.Request, route: _Route, principal: _Principal, api_version: str,
+                      fail: Fault | None, *, hide_power_state: bool) -> web.Response:
+        """ARM's own answer once no fault took its place: throttling, RBAC, lookup, the operation."""
+        query = request.query
+        sub, rg, name = route.subscription, route.resource_group, route.name
         now = self._now()
         wall_now = self._wall0 + timedelta(seconds=now - self._mono0)
         headers = {"x-ms-request-id": str(uuid.uuid4())}
@@ -573,13 +598,13 @@ class AzureComputeSimulator:
         if op is OpName.GET:
             assert vm is not None
             expand = (query.get("$expand") or "").lower() == "instanceview"
-            view = self._view(vm, op) if expand else None
+            view = self._view(vm, op, hide=hide_power_state) if expand else None
             return self._json(200, wire.vm_resource(vm, view=view), headers)
         if op is OpName.INSTANCE_VIEW:
             assert vm is not None
-            return self._json(200, self._view(vm, op), headers)
+            return self._json(200, self._view(vm, op, hide=hide_power_state), headers)
         if op in (OpName.LIST, OpName.LIST_ALL):
-            return self._list(request, route, headers)
+            return self._list(request, route, headers, hide=hide_power_state)
         if route.action is not None:
             assert vm is not None
             return self._power(request, vm, route.action, api_version, headers, fail)
@@ -615,11 +640,11 @@ class AzureComputeSimulator:
     def _json(self, status: int, body: Any, headers: dict[str, str]) -> web.Response:
         return web.Response(status=status, body=json.dumps(body).encode(), headers=headers, content_type=_JSON)
 
-    def _view(self, vm: VmRecord, op: OpName) -> dict[str, Any]:
-        hide = bool(self._faults) and self._faults.hide_power_state(op, vm.spec.subscription_id, vm.spec.resource_group, vm.spec.name)
+    def _view(self, vm: VmRecord, op: OpName, *, hide: bool = False) -> dict[str, Any]:
+        hide = hide or (bool(self._faults) and self._faults.hide_power_state(op, vm.spec.subscription_id, vm.spec.resource_group, vm.spec.name))
         return wire.instance_view(vm, self._wall(vm.status_time), hide_power_state=hide)
 
-    def _list(self, request: web.Request, route: _Route, headers: dict[str, str]) -> web.Response:
+    def _list(self, request: web.Request, route: _Route, headers: dict[str, str], *, hide: bool = False) -> web.Response:
         query = request.query
         assert route.subscription is not None
         if route.op is OpName.LIST:
@@ -638,9 +663,9 @@ class AzureComputeSimulator:
         status_only = _flag(query.get("statusOnly"))
         expand = (query.get("$expand") or "").lower() == "instanceview"
         if status_only:
-            items = [wire.vm_status_only(vm, self._view(vm, route.op)) for vm in page]
+            items = [wire.vm_status_only(vm, self._view(vm, route.op, hide=hide)) for vm in page]
         else:
-            items = [wire.vm_resource(vm, view=self._view(vm, route.op) if expand else None) for vm in page]
+            items = [wire.vm_resource(vm, view=self._view(vm, route.op, hide=hide) if expand else None) for vm in page]
         body: dict[str, Any] = {"value": items}
         following = offset + len(page)
         if following < len(vms):
@@ -789,6 +814,68 @@ class AzureComputeSimulator:
             self.reset(vms=_flag(query.get("vms")))
             return self._json(200, {"reset": True}, ok)
         raise KeyError(f"no admin endpoint {method} {request.path}")
+
+
+# ---- malformed answers (fault kinds that stand for broken gateways and proxies) ----
+
+_HTML_PAGE = (
+    "<!DOCTYPE html>\r\n<html><head><title>{status} - Web server received an invalid response while acting as a "
+    "gateway or proxy server.</title></head>\r\n<body><div id=\"header\"><h1>Server Error</h1></div>\r\n"
+    "<div id=\"content\"><h2>{status} - Web server received an invalid response while acting as a gateway or proxy "
+    "server.</h2>\r\n<h3>There is a problem with the page you are looking for, and it cannot be displayed.</h3>"
+    "</div></body></html>\r\n"
+)
+
+
+def _html(sim: AzureComputeSimulator, request: web.Request, fault: Fault) -> web.Response:
+    status = fault.status or 502
+    return web.Response(status=status, text=_HTML_PAGE.format(status=status), content_type="text/html")
+
+
+def _empty(sim: AzureComputeSimulator, request: web.Request, fault: Fault) -> web.Response:
+    return web.Response(status=200, body=b"", content_type=_JSON)
+
+
+def _redirect(sim: AzureComputeSimulator, request: web.Request, fault: Fault) -> web.Response:
+    location = fault.location or f"{sim.endpoint}{request.path_qs}"
+    return web.Response(status=fault.status or 302, headers={"Location": location})
+
+
+_ANSWERS = {FaultKind.HTML: _html, FaultKind.EMPTY: _empty, FaultKind.REDIRECT: _redirect}
+
+
+def _truncate(body: bytes, fault: Fault) -> bytes:
+    return body[: len(body) // 2]
+
+
+def _resources(data: Any) -> list[dict[str, Any]]:
+    """The VM resources of a GET answer or of a list page."""
+    if isinstance(data, dict) and isinstance(data.get("value"), list):
+        return [v for v in data["value"] if isinstance(v, dict)]
+    return [data] if isinstance(data, dict) else []
+
+
+def _no_properties(body: bytes, fault: Fault) -> bytes:
+    data = json.loads(body)
+    for vm in _resources(data):
+        vm.pop("properties", None)
+    return json.dumps(data).encode()
+
+
+def _power_code(body: bytes, fault: Fault) -> bytes:
+    data = json.loads(body)
+    views = [(vm.get("properties") or {}).get("instanceView") for vm in _resources(data)]
+    if isinstance(data, dict) and "statuses" in data:  # an instance view on its own
+        views.append(data)
+    for view in views:
+        for status in (view or {}).get("statuses") or []:
+            if str(status.get("code", "")).startswith("PowerState/"):
+                status["code"] = f"PowerState/{fault.power}"
+                status["displayStatus"] = f"VM {fault.power}"
+    return json.dumps(data).encode()
+
+
+_MANGLERS = {FaultKind.TRUNCATED: _truncate, FaultKind.NO_PROPERTIES: _no_properties, FaultKind.POWER_CODE: _power_code}
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:

@@ -105,6 +105,11 @@ def aio_resource_client(thread: ServerThread, *, token: str | None = None, **ove
     return AioResourceManagementClient(AsyncStaticTokenCredential(token or sim.token), SUB, **client_kwargs(sim, **overrides))
 
 
+def add_fault(thread: ServerThread, spec: str) -> int:
+    """Install a fault spec in the simulator running in ``thread``; returns its id."""
+    return thread.run_sync(sim_of(thread).add_fault, spec)
+
+
 def vm_scope(name: str, resource_group: str = RG) -> str:
     return f"/subscriptions/{SUB}/resourceGroups/{resource_group}/providers/Microsoft.Compute/virtualMachines/{name}"
 

@@ -114,6 +114,12 @@ class Tracked:
 _SUPERSEDED = Failure(Reason.WAITING_FOR_TRANSITION, "Superseded", "the desired state changed while the request waited")
 
 
+def _status_of(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The stored status; anything but an object (hand-written garbage) counts as none."""
+    status = body.get("status")
+    return dict(status) if isinstance(status, Mapping) else {}
+
+
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
@@ -176,7 +182,7 @@ class Engine:
             generation=generation,
             spec=body.get("spec"),
             deleting=deleting,
-            status=dict(body.get("status") or {}),
+            status=_status_of(body),
             parsed=self._parse(body.get("spec")),
             intent_since=asyncio.get_running_loop().time(),
         )
@@ -245,7 +251,7 @@ class Engine:
     async def drive(self, body: Mapping[str, Any], stopped: Any) -> None:
         """kopf daemon body: reconcile now, then whenever woken or due, until stopped."""
         t = self.seen(body)
-        t.status = dict(body.get("status") or {})  # a (re)started daemon trusts the stored status
+        t.status = _status_of(body)  # a (re)started daemon trusts the stored status
         t.active = True
         try:
             while not stopped:

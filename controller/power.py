@@ -129,6 +129,7 @@ class ParsedStatuses:
     provisioning_state: ProvisioningState
     provisioning_error: str | None = None  # the error code of ``ProvisioningState/failed/<code>``
     hibernated: bool = False
+    unknown_power_code: str | None = None  # a PowerState/… code this operator does not know
 
 
 def parse_statuses(codes: Iterable[str | None]) -> ParsedStatuses:
@@ -141,6 +142,7 @@ def parse_statuses(codes: Iterable[str | None]) -> ParsedStatuses:
     provisioning = ProvisioningState.UNKNOWN
     error: str | None = None
     hibernated = False
+    unknown: str | None = None
     for code in codes:
         if not code:
             continue
@@ -149,20 +151,21 @@ def parse_statuses(codes: Iterable[str | None]) -> ParsedStatuses:
         value = parts[1].lower() if len(parts) > 1 else ""
         if kind == "powerstate":
             power = _POWER_CODES.get(value, PowerState.UNKNOWN)
+            unknown = None if power is not PowerState.UNKNOWN else code[:64]
         elif kind == "provisioningstate":
             provisioning = _PROVISIONING_CODES.get(value, ProvisioningState.UNKNOWN)
             error = "/".join(parts[2:]) or None
         elif kind == "hibernationstate":
             hibernated = value == "hibernated"
-    return ParsedStatuses(power, provisioning, error, hibernated)
+    return ParsedStatuses(power, provisioning, error, hibernated, unknown)
 
 
 @dataclass(frozen=True)
 class VmFacts:
     """What does not change with power: shown in ``status.vm``."""
 
-    resource_id: str
-    name: str
+    resource_id: str | None  # None when Azure's answer left it out
+    name: str | None
     vm_id: str | None = None
     size: str | None = None
     location: str | None = None
@@ -183,6 +186,7 @@ class Observation:
     tags: Mapping[str, str] | None = None
     provisioning_failure: Failure | None = None  # from ProvisioningState/failed/<code>, translated
     source: str = "get"
+    power_code: str | None = None  # the raw PowerState/… code when Azure sent one this operator does not know
 
     @property
     def busy(self) -> bool:

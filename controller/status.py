@@ -153,7 +153,7 @@ def render_status(
         status["provisioningState"] = observation.provisioning_state.value
     if vm is not None:
         facts = observation.facts if observation and observation.facts else None
-        vm_status: dict[str, Any] = {"resourceId": facts.resource_id if facts else vm.resource_id, "name": vm.name}
+        vm_status: dict[str, Any] = {"resourceId": (facts and facts.resource_id) or vm.resource_id, "name": vm.name}
         if facts:
             vm_status.update(
                 {k: v for k, v in (("vmId", facts.vm_id), ("size", facts.size), ("location", facts.location)) if v}

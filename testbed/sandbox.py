@@ -244,8 +244,12 @@ class History:
 
 
 def ready_of(obj: Mapping[str, Any]) -> tuple[str, str, str] | None:
-    for condition in (obj.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == "Ready":
+    """(status, reason, message) of the Ready condition; None when there is none (or no
+    readable status at all: tests also look at objects carrying garbage)."""
+    status = obj.get("status")
+    conditions = status.get("conditions") if isinstance(status, Mapping) else None
+    for condition in conditions if isinstance(conditions, list) else []:
+        if isinstance(condition, Mapping) and condition.get("type") == "Ready":
             return condition.get("status", ""), condition.get("reason", ""), condition.get("message", "")
     return None
 
@@ -259,8 +263,9 @@ def reason_of(obj: Mapping[str, Any]) -> str | None:
 def settled(obj: Mapping[str, Any]) -> bool:
     """Ready for the object's current generation: what "converged" means everywhere."""
     ready = ready_of(obj)
-    status = obj.get("status") or {}
-    return bool(ready and ready[0] == "True" and status.get("observedGeneration") == obj["metadata"].get("generation"))
+    status = obj.get("status")
+    return bool(ready and ready[0] == "True" and isinstance(status, Mapping)
+                and status.get("observedGeneration") == obj["metadata"].get("generation"))
 
 
 class Azure:

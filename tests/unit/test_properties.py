@@ -363,3 +363,30 @@ def _seconds_failures(failures: StartFailures | None) -> StartFailures | None:
 
 def _trim(when: dt.datetime) -> dt.datetime:
     return when.astimezone(dt.timezone.utc).replace(microsecond=0)
+
+
+vm_answers = json_values | near({
+    "id": st.just(VM.resource_id) | st.text(), "name": st.text(), "tags": st.dictionaries(st.text(), st.text()),
+    "properties": near({
+        "vmId": st.text(), "hardwareProfile": near({"vmSize": st.text()}),
+        "instanceView": near({"statuses": st.lists(near({
+            "code": st.sampled_from(["PowerState/running", "PowerState/frozen", "ProvisioningState/failed/AllocationFailed",
+                                     "ProvisioningState/updating", "PowerState", "/", ""]) | st.text(),
+            "message": st.text(), "displayStatus": st.text(),
+        }), max_size=4)}),
+    }),
+})
+
+
+@settings(max_examples=400, deadline=None)
+@given(answer=vm_answers, source=st.sampled_from(["get", "list"]))
+def test_an_observation_is_built_from_any_vm_answer(answer: Any, source: str) -> None:
+    """Whatever ARM (or a proxy) sent as a VM, the walk and the GET build an Observation."""
+    from controller.azure_compute import observation_from_rest
+
+    if not isinstance(answer, dict):
+        return  # the callers hand over objects only (pages keep the items that are objects)
+    obs = observation_from_rest(answer, now=START, source=source)
+    assert isinstance(obs.power_state, PowerState) and isinstance(obs.provisioning_state, ProvisioningState)
+    if obs.provisioning_failure is not None:
+        assert obs.provisioning_failure.message and "\n" not in obs.provisioning_failure.message

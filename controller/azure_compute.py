@@ -40,6 +40,7 @@ from azure.core.pipeline.transport import AioHttpTransport
 from azure.core.rest import HttpRequest
 from azure.identity import CredentialUnavailableError
 from azure.mgmt.compute.aio import ComputeManagementClient
+from azure.mgmt.core.policies import AsyncARMChallengeAuthenticationPolicy
 from azure.mgmt.resource.resources.aio import ResourceManagementClient
 
 from controller.credentials import CredentialMode, diagnose
@@ -74,6 +75,7 @@ _NOT_FOUND_CODES = frozenset({"ResourceNotFound", "ResourceGroupNotFound", "NotF
 _BUSY_CODES = frozenset({"OperationNotAllowed", "Conflict", "OperationPreempted", "RetryableError"})
 _ACTION_IN_MESSAGE = re.compile(r"action '([^']+)'")
 _AADSTS = re.compile(r"(AADSTS\d+:[^\r\n]*)")
+_CHALLENGE_ERROR = re.compile(r'\berror="?invalid_token\b', re.I)
 _HTML_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.I | re.S)
 UNREADABLE = "InvalidResponse"  # the code of a failure whose answer was not what ARM sends
 
@@ -314,6 +316,34 @@ class _OwnThrottlingRetryPolicy(AsyncRetryPolicy):
         return super().is_retry(settings, response)
 
 
+class _FreshTokenOnRejection(AsyncARMChallengeAuthenticationPolicy):
+    """The SDK's ARM bearer policy, plus one retry with a fresh token when ARM rejects the token.
+
+    azure-core answers a 401 only to a CAE claims challenge; any other rejection (an expired or
+    revoked token: ``error="invalid_token"``) surfaced as AuthenticationFailed until the cached
+    token's lifetime ran out. Here the credential is asked once more and the request retried
+    once, if that gives a different token (asking a credential that hands back its cached
+    token again would only double the 401s).
+    """
+
+    def __init__(self, adapter: "AzureCompute", scope: str) -> None:
+        super().__init__(adapter._credential, scope)
+        self._adapter = adapter
+
+    def on_response(self, request: PipelineRequest, response: PipelineResponse) -> None:
+        self._adapter._token_answered(response.http_response.status_code)
+
+    async def on_challenge(self, request: PipelineRequest, response: PipelineResponse) -> bool:
+        if await super().on_challenge(request, response):
+            return True
+        challenge = response.http_response.headers.get("WWW-Authenticate") or ""
+        if not challenge.lower().startswith("bearer") or _CHALLENGE_ERROR.search(challenge) is None:
+            return False
+        rejected = request.http_request.headers.get("Authorization")
+        await self.authorize_request(request, *self._scopes)
+        return request.http_request.headers.get("Authorization") != rejected
+
+
 _SUBSCRIPTION_IN_PATH = re.compile(r"^/subscriptions/([^/]+)", re.I)
 
 
@@ -451,6 +481,21 @@ class AzureCompute:
         self._pacers: dict[str, SubscriptionPacer] = {}
         self._session: aiohttp.ClientSession | None = None
         self._transport: AioHttpTransport | None = None
+        self._token_refused = False
+        # Called when ARM accepts a token again after refusing one (an expiry, then a rotation):
+        # what failed on the old token need not wait out its --denied-retry.
+        self.on_token_renewed: Callable[[], None] | None = None
+
+    def _token_answered(self, status: int) -> None:
+        """Every ARM answer, for the authentication state: a 401 refuses the token, anything
+        else means ARM got past authentication with it."""
+        if status == 401:
+            self._token_refused = True
+        elif self._token_refused:
+            self._token_refused = False
+            log.info("Azure Resource Manager accepts the operator's token again")
+            if self.on_token_renewed is not None:
+                self.on_token_renewed()
 
     def pacer(self, subscription_id: str) -> SubscriptionPacer:
         """The request budget of one subscription (created on first use, on the running loop)."""
@@ -497,6 +542,7 @@ class AzureCompute:
             connection_verify=True,  # the shared connector verifies against the CA bundle
             polling_interval=s.polling_interval,
             retry_policy=_OwnThrottlingRetryPolicy(retry_total=s.retry_total, retry_backoff_max=10),
+            authentication_policy=_FreshTokenOnRejection(self, s.scope),
             per_retry_policies=[_BudgetPolicy(self)],
             connection_timeout=min(10.0, s.request_timeout),
             read_timeout=s.request_timeout,

@@ -17,6 +17,14 @@ addressed as ``{rg}/{vm}``, with ``?subscription=`` when that is ambiguous:
 - ``GET /_sim/faults``, ``POST /_sim/faults`` with ``{"spec": "…"}``, ``DELETE /_sim/faults``,
   ``DELETE /_sim/faults/{id}``.
 - ``GET /_sim/counters``, ``GET /_sim/log?limit=N``, ``GET /_sim/overlaps``.
+- ``DELETE /_sim/vms/{rg}/{vm}``: the VM is deleted in Azure (404 from then on; an operation in
+  flight ends Canceled); ``POST /_sim/vms/{rg}/{vm}/restore`` (optional body ``{"powerState":
+  …, "tags": {…}}``) brings it back under the same resource id and vmId.
+- ``PUT /_sim/vms/{rg}/{vm}/tags`` with ``{"tags": {…}}``: replace the VM's tags (the portal).
+- ``POST /_sim/tokens`` with ``{"like": "<token>"}`` (default: the full-access one): a new token
+  of the same identity and permissions, ``{"token": "…"}`` in the answer; ``POST
+  /_sim/tokens/expire`` with ``{"token": "…"}``: from then on that token is answered 401
+  ExpiredAuthenticationToken (a credential expiry).
 - ``POST /_sim/reset[?vms=true]``: forget log, counters, faults, buckets (and VM states).
 """
 
@@ -150,6 +158,8 @@ class AzureComputeSimulator:
         self._principals = {self.token: _Principal(self.token, None)}
         for token, actions in self.config.restricted_tokens.items():
             self._principals[token] = _Principal(token, list(actions))
+        self._expired: dict[str, float] = {}  # token -> when it expired (loop time)
+        self._deleted: dict[VmKey, VmRecord] = {}
         self._specs = list(vms)
         self._faults = FaultSet(self.config.faults)
         self._throttler = Throttler(self.config.throttling)
@@ -336,6 +346,62 @@ class AzureComputeSimulator:
         vm.failure = None
         vm.status_time = self._now()
 
+    def delete_vm(self, name: str, *, resource_group: str | None = None, subscription_id: str | None = None) -> None:
+        """Delete the VM in Azure, as someone would in the portal: GETs answer 404 from now on, it
+        leaves list pages, and an operation in flight ends Canceled. Its resource group stays."""
+        vm = self._find(name, resource_group, subscription_id)
+        if vm.operation is not None:
+            self._finish(vm.operation, OperationStatus.CANCELED, OperationError(
+                "OperationPreempted", wire.default_failure_message("OperationPreempted", size="", location="")))
+        del self._vms[vm.key]
+        for group in (self._by_rg[vm.key[:2]], self._by_sub[vm.key[0]]):
+            group.remove(vm)
+        self._deleted[vm.key] = vm
+
+    def restore_vm(
+        self, name: str, *, resource_group: str | None = None, subscription_id: str | None = None,
+        power_state: PowerState | str | None = None, tags: Mapping[str, str] | None = None,
+    ) -> None:
+        """Bring a deleted VM back under the same resource id (and vmId): as it was when deleted,
+        unless ``power_state`` or ``tags`` say otherwise."""
+        lname = name.lower()
+        found = [vm for key, vm in self._deleted.items() if key[2] == lname
+                 and (resource_group is None or key[1] == resource_group.lower())
+                 and (subscription_id is None or key[0] == subscription_id.lower())]
+        if len(found) != 1:
+            raise KeyError(f"no deleted VM {name!r}" if not found else f"deleted VM name {name!r} is ambiguous: give resource_group")
+        vm = found[0]
+        del self._deleted[vm.key]
+        if power_state is not None:
+            vm.power = PowerState(power_state)
+        if tags is not None:
+            vm.tags = dict(tags)
+        vm.provisioning, vm.failure, vm.status_time = "succeeded", None, self._now()
+        self._vms[vm.key] = vm
+        for group in (self._by_rg[vm.key[:2]], self._by_sub[vm.key[0]]):
+            group.append(vm)
+            group.sort(key=lambda v: v.key)
+
+    def issue_token(self, *, like: str | None = None, token: str | None = None) -> str:
+        """A new bearer token for the identity that holds ``like`` (default: the full-access
+        one), with the same permissions: what a credential gets when it signs in again."""
+        source = self._principals.get(like or self.token)
+        if source is None:
+            raise KeyError("no such token to issue a new one like")
+        new = token or secrets.token_urlsafe(32)
+        if new in self._principals:
+            raise ValueError("that token is already in use")
+        principal = _Principal(new, source.patterns)
+        principal.object_id = source.object_id  # the same identity: RBAC and logs see one principal
+        self._principals[new] = principal
+        return new
+
+    def expire_token(self, token: str) -> None:
+        """From now on, requests with ``token`` are answered 401 ExpiredAuthenticationToken."""
+        if token not in self._principals:
+            raise KeyError("no such token")
+        self._expired.setdefault(token, self._now())
+
     def fast_forward(self, name: str, *, resource_group: str | None = None, subscription_id: str | None = None) -> bool:
         """Run the VM's in-flight operation through its remaining steps now, as if its time had
         passed (success, or the injected failure). Returns False when nothing was in flight.
@@ -366,6 +432,7 @@ class AzureComputeSimulator:
                 if vm.operation is not None and vm.operation.handle is not None:
                     vm.operation.handle.cancel()
             self._operations.clear()
+            self._deleted.clear()
             self._build_vms()
 
     # ---- power operations ----
@@ -525,6 +592,13 @@ class AzureComputeSimulator:
         principal = self._principals.get(token.strip())
         if principal is None:
             raise wire.authentication_invalid_token()
+        expired = self._expired.get(token.strip())
+        if expired is not None:
+            def utc(t: float) -> str:  # ARM's format: 5/18/2026 9:07:50 PM
+                w = self._wall0 + timedelta(seconds=t - self._mono0)
+                return f"{w.month}/{w.day}/{w.year} {w.hour % 12 or 12}:{w.minute:02d}:{w.second:02d} {'AM' if w.hour < 12 else 'PM'}"
+
+            raise wire.authentication_expired_token(utc(expired), utc(self._now()))
         return principal
 
     async def _serve(self, request: web.Request, route: _Route, call: dict[str, Any]) -> web.Response:
@@ -775,6 +849,34 @@ class AzureComputeSimulator:
             self.set_power_state(segs[2], str(body.get("powerState")), hibernated=bool(body.get("hibernated", False)),
                                  resource_group=segs[1], subscription_id=sub)
             return self._json(200, as_dict(self.vm_state(segs[2], resource_group=segs[1], subscription_id=sub)), ok)
+        if len(segs) == 3 and segs[0] == "vms" and method == "DELETE":
+            self.delete_vm(segs[2], resource_group=segs[1], subscription_id=sub)
+            return self._json(200, {"deleted": True}, ok)
+        if len(segs) == 4 and segs[0] == "vms" and segs[3] == "restore" and method == "POST":
+            body = await _json_body(request) if request.can_read_body else {}
+            tags = body.get("tags")
+            if tags is not None and not (isinstance(tags, dict) and all(isinstance(v, str) for v in tags.values())):
+                raise ValueError('"tags" must be an object of strings')
+            self.restore_vm(segs[2], resource_group=segs[1], subscription_id=sub, power_state=body.get("powerState"), tags=tags)
+            return self._json(200, as_dict(self.vm_state(segs[2], resource_group=segs[1], subscription_id=sub)), ok)
+        if len(segs) == 4 and segs[0] == "vms" and segs[3] == "tags" and method == "PUT":
+            tags = (await _json_body(request)).get("tags")
+            if not (isinstance(tags, dict) and all(isinstance(v, str) for v in tags.values())):
+                raise ValueError('PUT …/tags takes {"tags": {"name": "value", …}}')
+            self.set_tags(segs[2], tags, resource_group=segs[1], subscription_id=sub)
+            return self._json(200, as_dict(self.vm_state(segs[2], resource_group=segs[1], subscription_id=sub)), ok)
+        if segs == ["tokens"] and method == "POST":
+            body = await _json_body(request) if request.can_read_body else {}
+            like, token = body.get("like"), body.get("token")
+            if not all(v is None or isinstance(v, str) for v in (like, token)):
+                raise ValueError('POST /_sim/tokens takes {"like": "<token>", "token": "<new token>"} (both optional)')
+            return self._json(201, {"token": self.issue_token(like=like, token=token)}, ok)
+        if segs == ["tokens", "expire"] and method == "POST":
+            token = (await _json_body(request)).get("token")
+            if not isinstance(token, str):
+                raise ValueError('POST /_sim/tokens/expire takes {"token": "<token>"}')
+            self.expire_token(token)
+            return self._json(200, {"expired": True}, ok)
         if len(segs) == 4 and segs[0] == "vms" and segs[3] == "fast-forward" and method == "POST":
             ran = self.fast_forward(segs[2], resource_group=segs[1], subscription_id=sub)
             return self._json(200, {"fastForwarded": ran, **as_dict(self.vm_state(segs[2], resource_group=segs[1], subscription_id=sub))}, ok)

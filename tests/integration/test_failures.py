@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from testbed.sandbox import ready_of, reason_of
+from testbed.sandbox import ready_of, reason_of, settled, wait_for
 from tests.integration.conftest import (
     READ_ONLY_TOKEN,
     RG,
@@ -133,3 +133,30 @@ def test_a_throttled_status_poll_is_not_a_failed_operation(cluster: Cluster, azu
     assert status["lastOperation"]["result"] == "Succeeded"
     assert len(azure.power_requests("vm-4", "start")) == 1  # followed to its end, never requested again
     assert "StartFailed" not in [r for _, r, _ in cluster.wait_events("t", "Started")]
+
+
+def test_a_share_of_all_requests_faulted_then_convergence(cluster: Cluster, azure: Azure, operator: OperatorRunner) -> None:
+    """The soak's fault mix in miniature (a quarter of all requests rather than a tenth, to bite
+    within seconds): one chaos spec faults requests with 429, 500, 503, timeouts, drops, 409,
+    capacity failures and missing power states while six GpuVms are created and flipped; once
+    it stops, every GpuVm converges, with no overlapping operations."""
+    chaos = azure.fault("kind=chaos p=0.25 seed=20261128 retry-after=0.2 delay=0.5")
+    names = [f"vm-{i}" for i in range(1, 7)]
+    for name in names:
+        cluster.create(name, {"vm": {"resourceId": vm_id(name)}, "desiredState": "Running"})
+    wait_for(lambda: sum(1 for n in names if azure.power(n) == "running") >= 3, 60, what="starts despite the faults")
+    for name in names[::2]:
+        cluster.patch_spec(name, {"desiredState": "Deallocated"})
+
+    def drawn() -> dict[str, int]:
+        return next(f.get("drawn", {}) for f in azure.call(azure.sim.faults) if f["id"] == chaos)
+
+    wait_for(lambda: sum(drawn().values()) >= 10, 90, what="ten faulted requests")
+    struck = drawn()
+    azure.call(azure.sim.clear_faults)
+    for i, name in enumerate(names):
+        status = cluster.wait_object(name, lambda o: settled(o), timeout=90, what=f"{name} converged")["status"]
+        assert status["powerState"] == ("Deallocated" if i % 2 == 0 else "Running")
+        assert azure.power(name) == status["powerState"].lower()
+    assert azure.overlaps() == []
+    assert len(struck) >= 3, struck  # more than one kind of failure struck

@@ -21,10 +21,10 @@ def test_serves_until_sigterm() -> None:
         url = proc.stdout.readline().strip()  # type: ignore[union-attr]
         assert url.startswith("http://127.0.0.1:")
         assert "ready" in proc.stdout.readline()  # type: ignore[union-attr]
-        with urllib.request.urlopen(f"{url}/apis/test.kubeemu.dev/v1", timeout=5) as r:
+        with urllib.request.urlopen(f"{url}/apis/test.kubeemu.dev/v1", timeout=30) as r:
             assert json.load(r)["groupVersion"] == "test.kubeemu.dev/v1"
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(10) == 0
+        assert proc.wait(30) == 0
     finally:
         if proc.poll() is None:
             proc.kill()

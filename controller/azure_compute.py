@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import html
+import json
 import logging
 import random
 import re
@@ -29,6 +30,7 @@ from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import (
     ClientAuthenticationError,
     DecodeError,
+    DeserializationError,
     HttpResponseError,
     ServiceRequestError,
     ServiceResponseError,
@@ -242,7 +244,7 @@ def translate(exc: BaseException, *, mode: CredentialMode, vm: VmRef | None = No
         history = getattr(exc, "history", None) or []
         return Failure(Reason.AZURE_ERROR, "TooManyRedirects",
                        f"Azure Resource Manager redirected {what} {len(history) or 'too many'} times without answering; retrying")
-    if isinstance(exc, DecodeError) or (isinstance(exc, ValueError) and not isinstance(exc, HttpResponseError)):
+    if isinstance(exc, (DecodeError, json.JSONDecodeError, DeserializationError)):
         # Truncated or empty JSON: azure-core's DecodeError, or a bare JSONDecodeError from the SDK.
         return unreadable(what, "not valid JSON: cut short or empty")
     if isinstance(exc, CredentialUnavailableError):
@@ -291,8 +293,8 @@ def _poll_failed(exc: BaseException) -> bool:
     read), not the operation: only the operation's own verdict may end it as failed."""
     if isinstance(exc, (ServiceRequestError, ServiceResponseError, DecodeError, TooManyRedirectsError)):
         return True
-    if isinstance(exc, ValueError) and not isinstance(exc, HttpResponseError):
-        return True  # a bare JSONDecodeError
+    if isinstance(exc, (json.JSONDecodeError, DeserializationError)):
+        return True  # the SDK's own, bare
     if isinstance(exc, HttpResponseError) and getattr(getattr(exc, "error", None), "code", None) is None:
         # azure-core wraps an unreadable status answer (no body, no status field) as an
         # HttpResponseError without an ARM error code: there was no verdict in it.

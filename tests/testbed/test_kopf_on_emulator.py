@@ -20,6 +20,7 @@ from tests.testbed.conftest import wait_for
 
 GROUP, VERSION, PLURAL = "test.kubeemu.dev", "v1", "widgets"
 FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
+DIFF_BASE = "kopf.zalando.org/last-handled-configuration"
 
 
 class Recorder:
@@ -91,9 +92,12 @@ def _widget(name: str, replicas: int) -> dict[str, Any]:
 def test_kopf_sees_every_change_once(operator: Recorder, kube_api: client.ApiClient, kube_emulator: Any) -> None:
     api = client.CustomObjectsApi(kube_api)
     api.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, _widget("w", 0))
-    wait_for(lambda: any(c[0] == "create" for c in operator.snapshot()), 15, what="create handler")
+    wait_for(lambda: any(c[0] == "create" for c in operator.snapshot()), 30, what="create handler")
+    # Creation is over once kopf stored what it handled (its diff-base annotation): a patch sent
+    # before that is folded into the creation (kopf handles the latest body), not seen as an update.
     obj = wait_for(lambda: (o := api.get_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, "w"))
-                   and FINALIZER in o["metadata"].get("finalizers", []) and o, 15, what="kopf finalizer")
+                   and FINALIZER in o["metadata"].get("finalizers", [])
+                   and DIFF_BASE in (o["metadata"].get("annotations") or {}) and o, 30, what="kopf's creation to end")
     assert obj["metadata"]["finalizers"] == [FINALIZER]
     # kopf added its finalizer with a JSON patch guarded by a `test` of the resourceVersion.
     assert any(k[0] == "PATCH" and k[1] == PLURAL for k in kube_emulator.stats()["requests"])
@@ -107,7 +111,7 @@ def test_kopf_sees_every_change_once(operator: Recorder, kube_api: client.ApiCli
         updates = [c for c in operator.snapshot() if c[0] == "update"]
         return bool(updates) and updates[-1][2] == last
 
-    wait_for(settled, 30, what="the last patch to be handled")
+    wait_for(settled, 60, what="the last patch to be handled")
     calls = operator.snapshot()
     assert [c for c in calls if c[0] == "create"] == [("create", None, 0)]
     updates = [(old, new) for kind, old, new in calls if kind == "update"]
@@ -128,6 +132,6 @@ def test_kopf_sees_every_change_once(operator: Recorder, kube_api: client.ApiCli
         except client.ApiException as e:
             return e.status == 404
 
-    wait_for(gone, 15, what="deletion after kopf released its finalizer")
+    wait_for(gone, 30, what="deletion after kopf released its finalizer")
     assert [c for c in operator.snapshot() if c[0] == "delete"] == [("delete", None, last)]
     assert len([c for c in operator.snapshot() if c[0] == "update"]) == len(updates)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import html
+import json
 import logging
 import random
 import re
@@ -27,9 +29,12 @@ import aiohttp
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import (
     ClientAuthenticationError,
+    DecodeError,
+    DeserializationError,
     HttpResponseError,
     ServiceRequestError,
     ServiceResponseError,
+    TooManyRedirectsError,
 )
 from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import AsyncHTTPPolicy, AsyncRetryPolicy
@@ -37,6 +42,7 @@ from azure.core.pipeline.transport import AioHttpTransport
 from azure.core.rest import HttpRequest
 from azure.identity import CredentialUnavailableError
 from azure.mgmt.compute.aio import ComputeManagementClient
+from azure.mgmt.core.policies import AsyncARMChallengeAuthenticationPolicy
 from azure.mgmt.resource.resources.aio import ResourceManagementClient
 
 from controller.credentials import CredentialMode, diagnose
@@ -71,6 +77,24 @@ _NOT_FOUND_CODES = frozenset({"ResourceNotFound", "ResourceGroupNotFound", "NotF
 _BUSY_CODES = frozenset({"OperationNotAllowed", "Conflict", "OperationPreempted", "RetryableError"})
 _ACTION_IN_MESSAGE = re.compile(r"action '([^']+)'")
 _AADSTS = re.compile(r"(AADSTS\d+:[^\r\n]*)")
+_CHALLENGE_ERROR = re.compile(r'\berror="?invalid_token\b', re.I)
+_HTML_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.I | re.S)
+UNREADABLE = "InvalidResponse"  # the code of a failure whose answer was not what ARM sends
+
+
+class _NoSdkTraceback(logging.Filter):
+    """The SDK logs a WARNING with a traceback whenever an error answer is not ARM's JSON (an
+    HTML 502 page from a gateway). The failure is translated and reported anyway; a traceback
+    per such answer would bury the log. Kept, without the traceback, at --verbose only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.exc_info, record.exc_text = None, None
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+for _name in ("azure.mgmt.compute._utils.model_base", "azure.mgmt.compute._utils.serialization",
+              "azure.mgmt.resource.resources._utils.model_base", "azure.mgmt.resource.resources._utils.serialization"):
+    logging.getLogger(_name).addFilter(_NoSdkTraceback())
 
 
 class TokenRequestFailed(ClientAuthenticationError):
@@ -228,10 +252,43 @@ def _retry_after(headers: Mapping[str, str] | None) -> float | None:
         return None
 
 
+def _unexpected_body(response: Any) -> str | None:
+    """What an answer that is not ARM's JSON error was, in a few words (None when it is JSON)."""
+    if response is None:
+        return None
+    headers = getattr(response, "headers", None) or {}
+    kind = (headers.get("Content-Type") or headers.get("content-type") or "").split(";")[0].strip().lower()
+    try:
+        text = response.text() or ""
+    except Exception:  # noqa: BLE001 - a body that cannot even be decoded
+        text = ""
+    if "html" in kind or text.lstrip()[:15].lower().startswith(("<!doctype html", "<html")):
+        title = _HTML_TITLE.search(text)
+        shown = f': "{_one_line(html.unescape(title.group(1)), 160)}"' if title else ""
+        return f"an HTML page, not ARM's JSON (a proxy or gateway between the operator and ARM?){shown}"
+    if not text.strip():
+        return "an empty body"
+    return None
+
+
+def unreadable(what: str, detail: str = "") -> Failure:
+    """An answer the operator cannot read: nothing in it can be trusted, so it is retried."""
+    more = f" ({_one_line(detail, 160)})" if detail else ""
+    return Failure(Reason.AZURE_ERROR, UNREADABLE, f"Azure Resource Manager's answer to {what} could not be read{more}; retrying")
+
+
 def translate(exc: BaseException, *, mode: CredentialMode, vm: VmRef | None = None, endpoint: str = "") -> Failure:
     """Any exception from a credential or SDK call -> a Failure. Never re-raises, never a traceback."""
     if isinstance(exc, AzureFailureError):
         return exc.failure
+    what = f"a request about VM {vm.name}" if vm is not None else "a request"
+    if isinstance(exc, TooManyRedirectsError):
+        history = getattr(exc, "history", None) or []
+        return Failure(Reason.AZURE_ERROR, "TooManyRedirects",
+                       f"Azure Resource Manager redirected {what} {len(history) or 'too many'} times without answering; retrying")
+    if isinstance(exc, (DecodeError, json.JSONDecodeError, DeserializationError)):
+        # Truncated or empty JSON: azure-core's DecodeError, or a bare JSONDecodeError from the SDK.
+        return unreadable(what, "not valid JSON: cut short or empty")
     if isinstance(exc, CredentialUnavailableError):
         return Failure(Reason.AUTHENTICATION_FAILED, "CredentialUnavailable", diagnose(mode))
     if isinstance(exc, TokenRequestFailed):
@@ -254,9 +311,15 @@ def translate(exc: BaseException, *, mode: CredentialMode, vm: VmRef | None = No
     if isinstance(exc, HttpResponseError):
         error = getattr(exc, "error", None)
         code = getattr(error, "code", None)
-        message = getattr(error, "message", None) or exc.message or str(exc)
         response = getattr(exc, "response", None)
+        odd = None if code else _unexpected_body(response)
+        message = odd or getattr(error, "message", None) or exc.message or str(exc)
         status = exc.status_code
+        if status is not None and 300 <= status < 400:
+            location = urlsplit((response.headers.get("Location") or "") if response is not None else "").netloc
+            return Failure(Reason.AZURE_ERROR, f"HTTP{status}",
+                           f"Azure Resource Manager answered {what} with a redirect ({status}"
+                           f"{' to ' + location if location else ''}) instead of an answer; retrying")
         headers = response.headers if response is not None else None
         # A failed long-running operation arrives with the status call's own 200.
         return classify(status=None if status == 200 else status, code=code, message=message, retry_after=_retry_after(headers), vm=vm)
@@ -268,9 +331,18 @@ def translate(exc: BaseException, *, mode: CredentialMode, vm: VmRef | None = No
 
 
 def _poll_failed(exc: BaseException) -> bool:
-    """The status request failed (throttled, server error, network), not the operation."""
-    if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
+    """The status request failed (throttled, server error, network, an answer that cannot be
+    read), not the operation: only the operation's own verdict may end it as failed."""
+    if isinstance(exc, (ServiceRequestError, ServiceResponseError, DecodeError, TooManyRedirectsError)):
         return True
+    if isinstance(exc, (json.JSONDecodeError, DeserializationError)):
+        return True  # the SDK's own, bare
+    if isinstance(exc, HttpResponseError) and getattr(getattr(exc, "error", None), "code", None) is None:
+        # azure-core wraps an unreadable status answer (no body, no status field) as an
+        # HttpResponseError without an ARM error code: there was no verdict in it.
+        cause = exc.error if isinstance(getattr(exc, "error", None), Exception) else exc.__cause__
+        if cause is not None and type(cause).__name__ in ("BadResponse", "BadStatus", "DecodeError", "JSONDecodeError"):
+            return True
     status = getattr(exc, "status_code", None) if isinstance(exc, HttpResponseError) else None
     return status in (408, 429, 500, 502, 503, 504)
 
@@ -286,6 +358,34 @@ class _OwnThrottlingRetryPolicy(AsyncRetryPolicy):
         if response.http_response.status_code == 429:
             return False
         return super().is_retry(settings, response)
+
+
+class _FreshTokenOnRejection(AsyncARMChallengeAuthenticationPolicy):
+    """The SDK's ARM bearer policy, plus one retry with a fresh token when ARM rejects the token.
+
+    azure-core answers a 401 only to a CAE claims challenge; any other rejection (an expired or
+    revoked token: ``error="invalid_token"``) surfaced as AuthenticationFailed until the cached
+    token's lifetime ran out. Here the credential is asked once more and the request retried
+    once, if that gives a different token (asking a credential that hands back its cached
+    token again would only double the 401s).
+    """
+
+    def __init__(self, adapter: "AzureCompute", scope: str) -> None:
+        super().__init__(adapter._credential, scope)
+        self._adapter = adapter
+
+    def on_response(self, request: PipelineRequest, response: PipelineResponse) -> None:
+        self._adapter._token_answered(response.http_response.status_code)
+
+    async def on_challenge(self, request: PipelineRequest, response: PipelineResponse) -> bool:
+        if await super().on_challenge(request, response):
+            return True
+        challenge = response.http_response.headers.get("WWW-Authenticate") or ""
+        if not challenge.lower().startswith("bearer") or _CHALLENGE_ERROR.search(challenge) is None:
+            return False
+        rejected = request.http_request.headers.get("Authorization")
+        await self.authorize_request(request, *self._scopes)
+        return request.http_request.headers.get("Authorization") != rejected
 
 
 _SUBSCRIPTION_IN_PATH = re.compile(r"^/subscriptions/([^/]+)", re.I)
@@ -376,17 +476,18 @@ _MAX_PAGES = 10_000  # a walk is bounded: 10,000 pages are 10 million VMs at ARM
 
 def vm_facts(vm: Mapping[str, Any], *, full: bool = True) -> VmFacts:
     """What does not change with power, from a VM as ARM sends it. ``full``: the whole model (a
-    GET, a plain list page), not a statusOnly page, which lacks the size and capabilities."""
-    properties = vm.get("properties") or {}
+    GET, a plain list page), not a statusOnly page, which lacks the size and capabilities.
+    Malformed values (a proxy's or a broken endpoint's) read as unknown, never as a crash."""
+    properties = _mapping(vm.get("properties"))
     capabilities = properties.get("additionalCapabilities")
     hibernation = capabilities.get("hibernationEnabled") if isinstance(capabilities, Mapping) else None
     return VmFacts(
-        resource_id=vm.get("id"),
-        name=vm.get("name"),
-        vm_id=properties.get("vmId"),
-        size=(properties.get("hardwareProfile") or {}).get("vmSize"),
-        location=vm.get("location"),
-        priority=properties.get("priority"),
+        resource_id=_text(vm.get("id")),
+        name=_text(vm.get("name")),
+        vm_id=_text(properties.get("vmId")),
+        size=_text(_mapping(properties.get("hardwareProfile")).get("vmSize")),
+        location=_text(vm.get("location")),
+        priority=_text(properties.get("priority")),
         # A VM created without the capability carries no additionalCapabilities at all.
         hibernation_enabled=bool(hibernation) if full else None,
     )
@@ -399,23 +500,35 @@ def observation_from_rest(vm: Mapping[str, Any], *, now: dt.datetime, source: st
     while operations run, and building models for those pages was the largest share of the
     operator's CPU in a 1,000-start burst (17 % of a py-spy profile).
     """
-    properties = vm.get("properties") or {}
-    statuses = [s for s in (properties.get("instanceView") or {}).get("statuses") or [] if isinstance(s, Mapping)]
-    parsed = parse_statuses(s.get("code") for s in statuses)
+    properties = _mapping(vm.get("properties"))  # absent, or anything but an object: nothing known
+    statuses = _mapping(properties.get("instanceView")).get("statuses")
+    statuses = [s for s in statuses if isinstance(s, Mapping)] if isinstance(statuses, list) else []
+    parsed = parse_statuses(code if isinstance(code := s.get("code"), str) else None for s in statuses)
     failure = None
     if parsed.provisioning_state is ProvisioningState.FAILED and parsed.provisioning_error:
         detail = next((s.get("message") or s.get("displayStatus") for s in statuses
                        if str(s.get("code") or "").lower().startswith("provisioningstate/failed")), "")
-        failure = classify(status=None, code=parsed.provisioning_error, message=detail or parsed.provisioning_error)
+        failure = classify(status=None, code=parsed.provisioning_error, message=str(detail or parsed.provisioning_error))
+    tags = vm.get("tags")
     return Observation(
         power_state=parsed.power_state,
         provisioning_state=parsed.provisioning_state,
         observed_at=now,
         facts=vm_facts(vm, full=source == "get"),
-        tags=dict(vm.get("tags") or {}) if source == "get" else None,
+        tags=({str(k): str(v) for k, v in tags.items()} if isinstance(tags, Mapping) else {}) if source == "get" else None,
         provisioning_failure=failure,
         source=source,
+        power_code=parsed.unknown_power_code,
     )
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _text(value: Any) -> str | None:
+    """A string field as ARM sends it; anything else (null, a number, an object) is not known."""
+    return value if isinstance(value, str) and value else None
 
 
 class AzureCompute:
@@ -438,6 +551,21 @@ class AzureCompute:
         self._pacers: dict[str, SubscriptionPacer] = {}
         self._session: aiohttp.ClientSession | None = None
         self._transport: AioHttpTransport | None = None
+        self._token_refused = False
+        # Called when ARM accepts a token again after refusing one (an expiry, then a rotation):
+        # what failed on the old token need not wait out its --denied-retry.
+        self.on_token_renewed: Callable[[], None] | None = None
+
+    def _token_answered(self, status: int) -> None:
+        """Every ARM answer, for the authentication state: a 401 refuses the token, anything
+        else means ARM got past authentication with it."""
+        if status == 401:
+            self._token_refused = True
+        elif self._token_refused:
+            self._token_refused = False
+            log.info("Azure Resource Manager accepts the operator's token again")
+            if self.on_token_renewed is not None:
+                self.on_token_renewed()
 
     def pacer(self, subscription_id: str) -> SubscriptionPacer:
         """The request budget of one subscription (created on first use, on the running loop)."""
@@ -488,6 +616,7 @@ class AzureCompute:
             connection_verify=True,  # the shared connector verifies against the CA bundle
             polling_interval=s.polling_interval,
             retry_policy=_OwnThrottlingRetryPolicy(retry_total=s.retry_total, retry_backoff_max=10),
+            authentication_policy=_FreshTokenOnRejection(self, s.scope),
             per_retry_policies=[_BudgetPolicy(self)],
             connection_timeout=min(10.0, s.request_timeout),
             read_timeout=s.request_timeout,
@@ -528,6 +657,8 @@ class AzureCompute:
             )
         except Exception as exc:  # noqa: BLE001
             raise self._fail(exc, vm) from None
+        if model is None:  # a 200 without a body: the SDK hands back nothing
+            raise AzureFailureError(unreadable(f"a request about VM {vm.name}", "an empty body"))
         return observation_from_rest(model.as_dict(), now=self._clock(), source="get")
 
     async def _vm_page(
@@ -549,8 +680,12 @@ class AzureCompute:
         response = await self._client(subscription_id).send_request(request)
         response.raise_for_status()
         page = response.json()
-        items = [item for item in page.get("value") or [] if isinstance(item, Mapping) and item.get("id")]
-        return items, page.get("nextLink") or None
+        values = page.get("value") if isinstance(page, Mapping) else None
+        if not isinstance(values, list):
+            raise AzureFailureError(unreadable("a page of the VM list", "no list of VMs in it"))
+        items = [item for item in values if isinstance(item, Mapping) and isinstance(item.get("id"), str)]
+        next_link = page.get("nextLink")
+        return items, next_link if isinstance(next_link, str) and next_link else None
 
     async def list_observations(
         self, subscription_id: str, resource_group: str | None = None
@@ -596,12 +731,19 @@ class AzureCompute:
             raise ValueError("only a deallocate can hibernate")
         try:
             if action is Action.START:
-                return await operations.begin_start(vm.resource_group, vm.name)
-            if hibernate:
-                return await operations.begin_deallocate(vm.resource_group, vm.name, hibernate=True)
-            return await operations.begin_deallocate(vm.resource_group, vm.name)
+                poller = await operations.begin_start(vm.resource_group, vm.name)
+            elif hibernate:
+                poller = await operations.begin_deallocate(vm.resource_group, vm.name, hibernate=True)
+            else:
+                poller = await operations.begin_deallocate(vm.resource_group, vm.name)
         except Exception as exc:  # noqa: BLE001
             raise self._fail(exc, vm) from None
+        if str(poller.status()).lower() != "inprogress":
+            # ARM accepts a power operation with 202 and an operation to follow. An answer the SDK
+            # takes as "done" at once (a 200 without a body from a proxy) proves nothing: say so,
+            # and let the next observation tell where the VM is, instead of assuming its target.
+            raise AzureFailureError(unreadable(f"the {action.verb} request of VM {vm.name}", "no operation to follow"))
+        return poller
 
     async def finish(self, poller: Any, vm: VmRef, action: Action) -> None:
         """Follow an accepted operation to its end (bounded); raises AzureFailureError if it failed.

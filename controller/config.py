@@ -291,6 +291,7 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
             mode=mode,
             authority_host=authority if args.cloud != "AzureCloud" else None,
             simulator_token=token,
+            simulator_token_file=args.simulator_token_file,
         ),
         engine=EngineSettings(
             timing=timing,

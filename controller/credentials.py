@@ -103,6 +103,7 @@ class CredentialSettings:
     mode: CredentialMode = CredentialMode.AUTO
     authority_host: str | None = None  # sovereign clouds: e.g. https://login.microsoftonline.us
     simulator_token: str | None = None
+    simulator_token_file: str | None = None  # read on every token request (rotation without restart)
 
 
 def build_credential(settings: CredentialSettings, env: Mapping[str, str] | None = None) -> AsyncTokenCredential:
@@ -111,8 +112,10 @@ def build_credential(settings: CredentialSettings, env: Mapping[str, str] | None
     mode = settings.mode
     authority = {"authority": settings.authority_host} if settings.authority_host else {}
     if mode is CredentialMode.SIMULATOR_TOKEN:
-        from controller.static_token import AsyncStaticTokenCredential
+        from controller.static_token import AsyncFileTokenCredential, AsyncStaticTokenCredential
 
+        if settings.simulator_token_file:
+            return AsyncFileTokenCredential(settings.simulator_token_file)
         token = settings.simulator_token or env.get(SIMULATOR_TOKEN_ENV)
         if not token:
             raise CredentialConfigError(diagnose(mode, env))

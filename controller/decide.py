@@ -316,6 +316,9 @@ def _decide(s: Situation, timing: Timing, jitter: float) -> Decision:
                 f"VM is {state} outside this operator while {wants}; "
                 "driftPolicy Report leaves it"
             )
+        elif power is PowerState.UNKNOWN and obs.power_code:
+            reason = Reason.WAITING_FOR_TRANSITION
+            message = f"Azure reported {obs.power_code}, a power state this operator does not know; waiting for a known one"
         elif power is PowerState.UNKNOWN:
             reason = Reason.WAITING_FOR_TRANSITION
             message = "Azure reported no power state for the VM; waiting for a definite one"

@@ -223,6 +223,17 @@ class Engine:
         self._stop: asyncio.Event | None = None
         self._runner: asyncio.Task[None] | None = None
         self.fleet = Fleet(azure, settings.fleet, clock=clock, on_change=self._vm_changed, wanted=self._wanted, lookup=self._vm_ref)
+        azure.on_token_renewed = self._token_renewed
+
+    def _token_renewed(self) -> None:
+        """ARM accepts the operator's token again: what was refused for the old one goes now,
+        not after --denied-retry (five minutes by default)."""
+        self.fleet.credential_renewed()
+        for t in self.tracked.values():
+            refused = t.request_failure is not None and t.request_failure.failure.reason is Reason.AUTHENTICATION_FAILED
+            if refused or t.last_reason is Reason.AUTHENTICATION_FAILED:
+                t.request_failure = None
+                self.wake(t.key)
 
     @property
     def vms(self) -> dict[str, VmState]:

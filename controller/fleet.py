@@ -197,6 +197,18 @@ class Fleet:
             self._read(state, "stale", lane_=Lane.BACKGROUND)  # the walk fell behind
         return Look(obs)
 
+    def credential_renewed(self) -> None:
+        """A refused token was replaced: walks and reads refused for it go again now."""
+        for sub in self._subs.values():
+            if sub.failure is not None and sub.failure.reason is Reason.AUTHENTICATION_FAILED:
+                sub.failure = None
+                sub.round_wanted = True  # walk at once, not after the resync interval
+                sub.busy.set()
+        for state in self.vms.values():
+            if state.last_failure is not None and state.last_failure.reason is Reason.AUTHENTICATION_FAILED:
+                state.last_failure = None
+                state.last_read = float("-inf")
+
     def _read(self, state: VmState, purpose: str, *, lane_: Lane = Lane.REACTION) -> None:
         """One GET of the VM, on its own: at most one at a time per VM and no more often than
         Azure's per-VM budget allows; the GpuVms naming it are woken when it lands."""

@@ -89,13 +89,39 @@ class SpecError:
         return f"{self.field}: {self.message}"
 
 
+_SHOWN = 64  # characters of a bad value quoted back: a 1 MB string must not become a 1 MB message
+
+
+def _shown(value: Any) -> str:
+    """A bad value as the message quotes it: strings as they are, anything else as JSON-ish
+    text, cut to a readable length on one line."""
+    text = value if isinstance(value, str) else repr(value)
+    text = " ".join(text.split()) if text.strip() else text
+    return text if len(text) <= _SHOWN else f"{text[:_SHOWN]}… ({len(text)} characters)"
+
+
+def _json_type(value: Any) -> str:
+    """The JSON name of a value's type, as kubectl users know them."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
 def _enum(spec: Mapping[str, Any], name: str, enum_type: type, default: Any) -> Any:
     value = spec.get(name, default.value)
     try:
         return enum_type(value)
-    except ValueError:
+    except (ValueError, TypeError):
         allowed = ", ".join(f'"{m.value}"' for m in enum_type)
-        raise _Invalid(f"spec.{name}", f'unsupported value "{value}": supported values: {allowed}') from None
+        raise _Invalid(f"spec.{name}", f'unsupported value "{_shown(value)}": supported values: {allowed}') from None
 
 
 class _Invalid(Exception):
@@ -107,25 +133,29 @@ class _Invalid(Exception):
 def _string(vm: Mapping[str, Any], name: str, pattern: re.Pattern[str], what: str) -> str:
     value = vm.get(name)
     if not isinstance(value, str):
-        raise _Invalid(f"spec.vm.{name}", f"must be a string, got {type(value).__name__}")
+        raise _Invalid(f"spec.vm.{name}", f"must be a string, got {_json_type(value)}")
     if not pattern.fullmatch(value):
-        raise _Invalid(f"spec.vm.{name}", f'"{value}" is not {what}')
+        raise _Invalid(f"spec.vm.{name}", f'"{_shown(value)}" is not {what}')
     return value
 
 
 def _vm_ref(vm: Any, default_subscription: str | None) -> VmRef:
-    if not isinstance(vm, Mapping):
+    if vm is None:
         raise _Invalid("spec.vm", "required: give resourceId, or resourceGroup and name")
+    if not isinstance(vm, Mapping):
+        raise _Invalid("spec.vm", f"must be an object with resourceId, or resourceGroup and name; got {_json_type(vm)}")
     by_id = "resourceId" in vm
     by_name = "resourceGroup" in vm or "name" in vm
     if by_id and (by_name or "subscriptionId" in vm):
         raise _Invalid("spec.vm", "give either resourceId, or resourceGroup and name (with an optional subscriptionId), not both")
     if by_id:
         rid = vm["resourceId"]
-        if not isinstance(rid, str) or not (m := _RESOURCE_ID.fullmatch(rid)):
+        if not isinstance(rid, str):
+            raise _Invalid("spec.vm.resourceId", f"must be a string, got {_json_type(rid)}")
+        if not (m := _RESOURCE_ID.fullmatch(rid)):
             raise _Invalid(
                 "spec.vm.resourceId",
-                f'"{rid}" is not a VM resource id '
+                f'"{_shown(rid)}" is not a VM resource id '
                 "(/subscriptions/<uuid>/resourceGroups/<group>/providers/Microsoft.Compute/virtualMachines/<name>)",
             )
         return VmRef(subscription_id=m.group(1).lower(), resource_group=m.group(2), name=m.group(3))
@@ -176,8 +206,10 @@ def parse_schedule_field(raw: Any) -> Any:
 
 def parse_spec(spec: Any, *, default_subscription: str | None) -> GpuVmSpec | SpecError:
     """Turn ``.spec`` into a GpuVmSpec, or say which field is wrong and how."""
-    if not isinstance(spec, Mapping):
+    if spec is None:
         return SpecError("spec", "required")
+    if not isinstance(spec, Mapping):
+        return SpecError("spec", f"must be an object, got {_json_type(spec)}")
     try:
         vm = _vm_ref(spec.get("vm"), default_subscription)
         desired = _enum(spec, "desiredState", DesiredState, DesiredState.DEALLOCATED)

@@ -238,7 +238,9 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
         # Progress and diff-base in annotations: a structural schema would prune status.kopf.
         settings.persistence.finalizer = FINALIZER
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage()
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage()
+        # Without the spec: nothing here uses kopf's diffs (every step reads the spec afresh), and
+        # a copy of a 1 MB spec in an annotation breaks the apiserver's 256 KiB annotation limit.
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(ignored_fields=["spec"])
         # kopf would post an Event for each INFO line of its own; ours are posted explicitly.
         settings.posting.level = logging.WARNING
         settings.watching.server_timeout = 300  # every watch request ends; kopf re-lists/resumes

@@ -160,6 +160,7 @@ class ParsedStatuses:
     provisioning_state: ProvisioningState
     provisioning_error: str | None = None  # the error code of ``ProvisioningState/failed/<code>``
     hibernated: bool = False
+    unknown_power_code: str | None = None  # a PowerState/… code this operator does not know
 
 
 def parse_statuses(codes: Iterable[str | None]) -> ParsedStatuses:
@@ -173,6 +174,7 @@ def parse_statuses(codes: Iterable[str | None]) -> ParsedStatuses:
     provisioning = ProvisioningState.UNKNOWN
     error: str | None = None
     hibernated = False
+    unknown: str | None = None
     for code in codes:
         if not code:
             continue
@@ -181,6 +183,7 @@ def parse_statuses(codes: Iterable[str | None]) -> ParsedStatuses:
         value = parts[1].lower() if len(parts) > 1 else ""
         if kind == "powerstate":
             power = _POWER_CODES.get(value, PowerState.UNKNOWN)
+            unknown = None if power is not PowerState.UNKNOWN else code[:64]
         elif kind == "provisioningstate":
             provisioning = _PROVISIONING_CODES.get(value, ProvisioningState.UNKNOWN)
             error = "/".join(parts[2:]) or None
@@ -188,15 +191,15 @@ def parse_statuses(codes: Iterable[str | None]) -> ParsedStatuses:
             hibernated = value == "hibernated"
     if hibernated and power is PowerState.DEALLOCATED:
         power = PowerState.HIBERNATED
-    return ParsedStatuses(power, provisioning, error, hibernated)
+    return ParsedStatuses(power, provisioning, error, hibernated, unknown)
 
 
 @dataclass(frozen=True)
 class VmFacts:
     """What does not change with power: shown in ``status.vm``."""
 
-    resource_id: str
-    name: str
+    resource_id: str | None  # None when Azure's answer left it out
+    name: str | None
     vm_id: str | None = None
     size: str | None = None
     location: str | None = None
@@ -219,6 +222,7 @@ class Observation:
     tags: Mapping[str, str] | None = None
     provisioning_failure: Failure | None = None  # from ProvisioningState/failed/<code>, translated
     source: str = "get"
+    power_code: str | None = None  # the raw PowerState/… code when Azure sent one this operator does not know
 
     @property
     def busy(self) -> bool:

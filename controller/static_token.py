@@ -10,9 +10,11 @@ whichever one azure-core prefers works.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from azure.core.credentials import AccessToken, AccessTokenInfo
+from azure.core.exceptions import ClientAuthenticationError
 
 _LIFETIME_S = 3600
 
@@ -52,6 +54,9 @@ class AsyncStaticTokenCredential:
     def __init__(self, token: str) -> None:
         self._token = token
 
+    def _read(self) -> str:
+        return self._token
+
     async def get_token(
         self,
         *scopes: str,
@@ -60,10 +65,10 @@ class AsyncStaticTokenCredential:
         enable_cae: bool = False,
         **kwargs: Any,
     ) -> AccessToken:
-        return AccessToken(self._token, int(time.time()) + _LIFETIME_S)
+        return AccessToken(self._read(), int(time.time()) + _LIFETIME_S)
 
     async def get_token_info(self, *scopes: str, options: Any = None) -> AccessTokenInfo:
-        return AccessTokenInfo(self._token, int(time.time()) + _LIFETIME_S)
+        return AccessTokenInfo(self._read(), int(time.time()) + _LIFETIME_S)
 
     async def close(self) -> None:
         pass
@@ -73,3 +78,27 @@ class AsyncStaticTokenCredential:
 
     async def __aexit__(self, *exc: object) -> None:
         pass
+
+
+class AsyncFileTokenCredential(AsyncStaticTokenCredential):
+    """``--simulator-token-file``: the token in a file, read each time a token is asked for.
+
+    azure-core's bearer policy caches the token it got and asks again only near its expiry or
+    after ARM refused it (401). Reading the file then, instead of once at start-up, is what lets
+    a rotated token (a credential expiry in a soak, a re-mounted secret) take effect within a
+    request, without a restart. The value is never logged; a file that cannot be read is a
+    failed token request.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__("")
+        self._path = Path(path)
+
+    def _read(self) -> str:
+        try:
+            token = self._path.read_text(encoding="utf-8").strip()
+        except OSError as e:
+            raise ClientAuthenticationError(message=f"cannot read the token file {self._path}: {e.strerror}") from None
+        if not token:
+            raise ClientAuthenticationError(message=f"the token file {self._path} is empty")
+        return token

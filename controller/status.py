@@ -73,11 +73,16 @@ def _read_last_operation(raw: Any) -> LastOperation | None:
     )
 
 
+def _integer(value: Any) -> int | None:
+    """A JSON integer; ``true`` is not one (Python's bool is an int, the schema's integer is not)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def _read_start_failures(raw: Any) -> StartFailures | None:
     if not isinstance(raw, Mapping):
         return None
-    count, code, when = raw.get("count"), raw.get("lastCode"), parse_time(raw.get("nextRetryAt"))
-    if not isinstance(count, int) or count < 1 or not isinstance(code, str) or when is None:
+    count, code, when = _integer(raw.get("count")), raw.get("lastCode"), parse_time(raw.get("nextRetryAt"))
+    if count is None or count < 1 or not isinstance(code, str) or when is None:
         return None
     return StartFailures(count=count, last_code=code, next_retry_at=when)
 
@@ -85,11 +90,10 @@ def _read_start_failures(raw: Any) -> StartFailures | None:
 def read_status(status: Any) -> PreviousStatus:
     if not isinstance(status, Mapping):
         return PreviousStatus()
-    converged = status.get("convergedGeneration")
     conditions = status.get("conditions")
     demand = status.get("demand") if isinstance(status.get("demand"), Mapping) else {}
     return PreviousStatus(
-        converged_generation=converged if isinstance(converged, int) else None,
+        converged_generation=_integer(status.get("convergedGeneration")),
         last_operation=_read_last_operation(status.get("lastOperation")),
         start_failures=_read_start_failures(status.get("startFailures")),
         conditions=tuple(c for c in conditions if isinstance(c, Mapping)) if isinstance(conditions, list) else (),
@@ -135,11 +139,9 @@ def _ready(
     """The Ready condition; lastTransitionTime moves only when status flips, as conventions ask."""
     status = "True" if ready else "False"
     before = next((c for c in previous if c.get("type") == CONDITION_READY), None)
-    since = (
-        before["lastTransitionTime"]
-        if before and before.get("status") == status and isinstance(before.get("lastTransitionTime"), str)
-        else format_time(now)
-    )
+    kept = parse_time(before.get("lastTransitionTime")) if before and before.get("status") == status else None
+    # Re-formatted, not copied: a hand-edited "2026-02-30" would make the apiserver refuse the status.
+    since = format_time(kept or now)
     return {
         "type": CONDITION_READY,
         "status": status,
@@ -197,7 +199,7 @@ def render_status(
         status["provisioningState"] = observation.provisioning_state.value
     if vm is not None:
         facts = observation.facts if observation and observation.facts else None
-        vm_status: dict[str, Any] = {"resourceId": facts.resource_id if facts else vm.resource_id, "name": vm.name}
+        vm_status: dict[str, Any] = {"resourceId": (facts and facts.resource_id) or vm.resource_id, "name": vm.name}
         if facts:
             vm_status.update(
                 {k: v for k, v in (("vmId", facts.vm_id), ("size", facts.size), ("location", facts.location)) if v}

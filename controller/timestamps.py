@@ -12,15 +12,17 @@ from typing import Any
 
 def format_time(when: dt.datetime) -> str:
     """RFC 3339 in UTC with second precision, as Kubernetes writes its own timestamps."""
-    return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # isoformat, not strftime("%Y"): glibc writes the year 999 as "999", which is no RFC 3339.
+    return when.astimezone(dt.timezone.utc).replace(microsecond=0, tzinfo=None).isoformat() + "Z"
 
 
 def parse_time(value: Any) -> dt.datetime | None:
-    """An RFC 3339 string -> aware datetime (naive means UTC); None for anything else."""
+    """An RFC 3339 string -> aware datetime in UTC (naive means UTC); None for anything else."""
     if not isinstance(value, str):
         return None
     try:
         parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        # In UTC now: "0001-01-01T00:00:00+14:00" is a valid string but no UTC date (OverflowError).
+        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)).astimezone(dt.timezone.utc)
+    except (ValueError, OverflowError):
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)

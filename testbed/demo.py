@@ -238,10 +238,12 @@ def run_demo(*, timeout: float, out: TextIO, live: bool) -> int:
             world.start_operator(flags)
             _create_gpuvms(cluster)
             script = Script(cluster=cluster, azure=azure, say=screen.note)
+            warnings_seen: set[str] = set()
             deadline = started + timeout
             while time.monotonic() < deadline:
                 objects = cluster.objects()
                 script.advance(objects)
+                _note_warnings(cluster, screen, warnings_seen)
                 elapsed = time.monotonic() - started
                 screen.show(render_table(table_rows(list(objects.values()))), f"gpuvm-operator demo  {elapsed:5.1f} s")
                 if script.done and not azure.busy():
@@ -254,6 +256,16 @@ def run_demo(*, timeout: float, out: TextIO, live: bool) -> int:
     finally:
         root.removeHandler(handler)
         handler.close()
+
+
+def _note_warnings(cluster: Cluster, screen: Screen, seen: set[str]) -> None:
+    """Warning Events as they come: a failure that lasts one back-off still shows, and stays shown,
+    whichever moments the table happened to be drawn at."""
+    for event in cluster.core.list_namespaced_event(NAMESPACE).items:
+        uid = event.metadata.uid
+        if event.type == "Warning" and uid not in seen:
+            seen.add(uid)
+            screen.note(f"event: {event.involved_object.name} {event.reason}: {event.message}")
 
 
 def _summary(out: TextIO, *, cluster: Cluster, azure: Azure, elapsed: float, converged: bool, timeout: float) -> None:

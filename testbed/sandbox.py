@@ -208,8 +208,10 @@ class Cluster:
     def pod_phase(self, name: str, phase: str, ns: str | None = None) -> None:
         self.core.patch_namespaced_pod_status(name, ns or self.default_namespace, {"status": {"phase": phase}})
 
-    def delete(self, name: str, ns: str | None = None) -> None:
-        self.custom.delete_namespaced_custom_object(GROUP, VERSION, ns or self.default_namespace, PLURAL, name)
+    def delete(self, name: str, ns: str | None = None) -> dict[str, Any]:
+        """DELETE; returns the apiserver's answer: the object with deletionTimestamp while
+        finalizers hold it, a Status once it is gone."""
+        return self.custom.delete_namespaced_custom_object(GROUP, VERSION, ns or self.default_namespace, PLURAL, name)
 
     def status(self, name: str, ns: str | None = None) -> dict[str, Any]:
         return (self.get(name, ns) or {}).get("status") or {}
@@ -222,32 +224,155 @@ class Cluster:
         ready = self.ready(name, ns)
         return ready[1] if ready else None
 
-    def wait_reason(self, name: str, reason: str, *, ns: str | None = None, timeout: float = 15.0) -> dict[str, Any]:
-        """Wait until the Ready condition has ``reason``; returns the status then."""
-        wait_for(lambda: self.reason(name, ns) == reason, timeout,
-                 what=f"{name} Ready reason {reason} (now {self.ready(name, ns)})")
-        return self.status(name, ns)
+    def wait_object(
+        self, name: str, predicate: Callable[[dict[str, Any]], Any], *, ns: str | None = None,
+        timeout: float = 30.0, what: str = "",
+    ) -> dict[str, Any]:
+        """Wait until ``predicate`` holds for the object; returns that very read of it.
+
+        Assertions about a state that may pass (a failure before its retry) belong in the
+        predicate: a second read could already show the next state.
+        """
+        last: list[dict[str, Any] | None] = [None]
+
+        def check() -> dict[str, Any] | None:
+            obj = last[0] = self.get(name, ns)
+            return obj if obj is not None and predicate(obj) else None
+
+        try:
+            return wait_for(check, timeout, what=what or f"{name} to satisfy {predicate}")
+        except AssertionError as e:
+            raise AssertionError(f"{e}; last seen status: {(last[0] or {}).get('status')}") from None
+
+    def wait_reason(self, name: str, reason: str, *, ns: str | None = None, timeout: float = 30.0) -> dict[str, Any]:
+        """Wait until the Ready condition has ``reason``; returns the status of that same read."""
+        obj = self.wait_object(name, lambda o: reason_of(o) == reason, ns=ns, timeout=timeout,
+                               what=f"{name} Ready reason {reason}")
+        return obj.get("status") or {}
 
     def events(self, name: str, ns: str | None = None) -> list[tuple[str, str, str]]:
         items = self.core.list_namespaced_event(ns or self.default_namespace).items
         return [(e.type, e.reason, e.message) for e in items if e.involved_object.name == name]
 
+    def wait_events(self, name: str, *reasons: str, ns: str | None = None, timeout: float = 30.0) -> list[tuple[str, str, str]]:
+        """Wait until Events with all these reasons were posted about ``name``; returns its Events.
+
+        Events are posted asynchronously (kopf queues them), after the status they go with:
+        never read them once right after a status change. kopf posts in order, so once a later
+        Event is there, an earlier one that is missing was never emitted.
+        """
+        wanted = set(reasons)
+        return wait_for(lambda: (events := self.events(name, ns)) and wanted <= {r for _, r, _ in events} and events,
+                        timeout, what=f"Events {sorted(wanted)} about {name}")
+
+    def history(self, name: str, ns: str | None = None) -> "History":
+        """Start recording every version of one object (see :class:`History`)."""
+        return History(self.url, namespace=ns or self.default_namespace, name=name).start()
+
     def close(self) -> None:
         self.api_client.close()
 
 
+class History:
+    """Every version of one GpuVm, as a watch delivers them, recorded in a thread.
+
+    For assertions about states that pass: a capacity failure shows for the back-off only, a
+    poll of the object under load can miss it, a watch started before it cannot.
+    """
+
+    def __init__(self, url: str, *, namespace: str, name: str) -> None:
+        configuration = client.Configuration()
+        configuration.host = url
+        self._api = client.ApiClient(configuration)
+        self._custom = client.CustomObjectsApi(self._api)
+        self.namespace, self.name = namespace, name
+        self._lock = threading.Lock()
+        self._versions: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"history-{name}", daemon=True)
+
+    def start(self) -> "History":
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise AssertionError(f"the watch of {self.name} did not start within 30 s")
+        return self
+
+    def _run(self) -> None:
+        from kubernetes import watch
+
+        selector = f"metadata.name={self.name}"
+        try:
+            # The list is the starting point; every later version comes through the watch.
+            listed = self._custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, field_selector=selector)
+            resource_version = listed["metadata"]["resourceVersion"]
+            with self._lock:
+                self._versions.extend(listed["items"])
+            self._ready.set()
+            while not self._stop.is_set():
+                for event in watch.Watch().stream(
+                    self._custom.list_namespaced_custom_object, GROUP, VERSION, self.namespace, PLURAL,
+                    field_selector=selector, resource_version=resource_version, timeout_seconds=2,
+                ):
+                    if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
+                        with self._lock:
+                            self._versions.append(event["object"])
+                        resource_version = event["object"]["metadata"]["resourceVersion"]
+        except BaseException as e:  # noqa: BLE001 - reported by wait()
+            self.error = e
+            self._ready.set()
+
+    @property
+    def versions(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._versions)
+
+    def wait(self, predicate: Callable[[dict[str, Any]], Any], timeout: float = 30.0, *, what: str = "") -> dict[str, Any]:
+        """The first recorded version satisfying ``predicate`` (waiting for it if need be)."""
+
+        def found() -> dict[str, Any] | None:
+            if self.error is not None:
+                raise AssertionError(f"the watch of {self.name} failed: {self.error!r}")
+            return next((v for v in self.versions if predicate(v)), None)
+
+        return wait_for(found, timeout, what=what or f"a version of {self.name} satisfying {predicate}")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self._api.close()
+
+    def __enter__(self) -> "History":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 def ready_of(obj: Mapping[str, Any]) -> tuple[str, str, str] | None:
-    for condition in (obj.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == "Ready":
+    """(status, reason, message) of the Ready condition; None when there is none (or no
+    readable status at all: tests also look at objects carrying garbage)."""
+    status = obj.get("status")
+    conditions = status.get("conditions") if isinstance(status, Mapping) else None
+    for condition in conditions if isinstance(conditions, list) else []:
+        if isinstance(condition, Mapping) and condition.get("type") == "Ready":
             return condition.get("status", ""), condition.get("reason", ""), condition.get("message", "")
     return None
+
+
+def reason_of(obj: Mapping[str, Any]) -> str | None:
+    """The Ready condition's reason, if written."""
+    ready = ready_of(obj)
+    return ready[1] if ready else None
 
 
 def settled(obj: Mapping[str, Any]) -> bool:
     """Ready for the object's current generation: what "converged" means everywhere."""
     ready = ready_of(obj)
-    status = obj.get("status") or {}
-    return bool(ready and ready[0] == "True" and status.get("observedGeneration") == obj["metadata"].get("generation"))
+    status = obj.get("status")
+    return bool(ready and ready[0] == "True" and isinstance(status, Mapping)
+                and status.get("observedGeneration") == obj["metadata"].get("generation"))
 
 
 class Azure:

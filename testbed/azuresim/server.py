@@ -21,6 +21,14 @@ addressed as ``{rg}/{vm}``, with ``?subscription=`` when that is ambiguous:
 - ``GET /_sim/counters``, ``GET /_sim/log?limit=N``, ``GET /_sim/overlaps``.
 - ``GET /_sim/operations``: the operations kept, with begin and end; ``GET /_sim/unobserved``: per
   client operation, the longest time no request could have told its state (starvation guard).
+- ``DELETE /_sim/vms/{rg}/{vm}``: the VM is deleted in Azure (404 from then on; an operation in
+  flight ends Canceled); ``POST /_sim/vms/{rg}/{vm}/restore`` (optional body ``{"powerState":
+  …, "tags": {…}}``) brings it back under the same resource id and vmId.
+- ``PUT /_sim/vms/{rg}/{vm}/tags`` with ``{"tags": {…}}``: replace the VM's tags (the portal).
+- ``POST /_sim/tokens`` with ``{"like": "<token>"}`` (default: the full-access one): a new token
+  of the same identity and permissions, ``{"token": "…"}`` in the answer; ``POST
+  /_sim/tokens/expire`` with ``{"token": "…"}``: from then on that token is answered 401
+  ExpiredAuthenticationToken (a credential expiry).
 - ``POST /_sim/reset[?vms=true]``: forget log, counters, faults, buckets (and VM states).
 """
 
@@ -173,6 +181,8 @@ class AzureComputeSimulator:
         self._principals = {self.token: _Principal(self.token, None)}
         for token, actions in self.config.restricted_tokens.items():
             self._principals[token] = _Principal(token, list(actions))
+        self._expired: dict[str, float] = {}  # token -> when it expired (loop time)
+        self._deleted: dict[VmKey, VmRecord] = {}
         self._specs = list(vms)
         self._faults = FaultSet(self.config.faults)
         self._throttler = Throttler(self.config.throttling)
@@ -375,6 +385,62 @@ class AzureComputeSimulator:
         vm.failure = None
         vm.status_time = self._now()
 
+    def delete_vm(self, name: str, *, resource_group: str | None = None, subscription_id: str | None = None) -> None:
+        """Delete the VM in Azure, as someone would in the portal: GETs answer 404 from now on, it
+        leaves list pages, and an operation in flight ends Canceled. Its resource group stays."""
+        vm = self._find(name, resource_group, subscription_id)
+        if vm.operation is not None:
+            self._finish(vm.operation, OperationStatus.CANCELED, OperationError(
+                "OperationPreempted", wire.default_failure_message("OperationPreempted", size="", location="")))
+        del self._vms[vm.key]
+        for group in (self._by_rg[vm.key[:2]], self._by_sub[vm.key[0]]):
+            group.remove(vm)
+        self._deleted[vm.key] = vm
+
+    def restore_vm(
+        self, name: str, *, resource_group: str | None = None, subscription_id: str | None = None,
+        power_state: PowerState | str | None = None, tags: Mapping[str, str] | None = None,
+    ) -> None:
+        """Bring a deleted VM back under the same resource id (and vmId): as it was when deleted,
+        unless ``power_state`` or ``tags`` say otherwise."""
+        lname = name.lower()
+        found = [vm for key, vm in self._deleted.items() if key[2] == lname
+                 and (resource_group is None or key[1] == resource_group.lower())
+                 and (subscription_id is None or key[0] == subscription_id.lower())]
+        if len(found) != 1:
+            raise KeyError(f"no deleted VM {name!r}" if not found else f"deleted VM name {name!r} is ambiguous: give resource_group")
+        vm = found[0]
+        del self._deleted[vm.key]
+        if power_state is not None:
+            vm.power = PowerState(power_state)
+        if tags is not None:
+            vm.tags = dict(tags)
+        vm.provisioning, vm.failure, vm.status_time = "succeeded", None, self._now()
+        self._vms[vm.key] = vm
+        for group in (self._by_rg[vm.key[:2]], self._by_sub[vm.key[0]]):
+            group.append(vm)
+            group.sort(key=lambda v: v.key)
+
+    def issue_token(self, *, like: str | None = None, token: str | None = None) -> str:
+        """A new bearer token for the identity that holds ``like`` (default: the full-access
+        one), with the same permissions: what a credential gets when it signs in again."""
+        source = self._principals.get(like or self.token)
+        if source is None:
+            raise KeyError("no such token to issue a new one like")
+        new = token or secrets.token_urlsafe(32)
+        if new in self._principals:
+            raise ValueError("that token is already in use")
+        principal = _Principal(new, source.patterns)
+        principal.object_id = source.object_id  # the same identity: RBAC and logs see one principal
+        self._principals[new] = principal
+        return new
+
+    def expire_token(self, token: str) -> None:
+        """From now on, requests with ``token`` are answered 401 ExpiredAuthenticationToken."""
+        if token not in self._principals:
+            raise KeyError("no such token")
+        self._expired.setdefault(token, self._now())
+
     def fast_forward(self, name: str, *, resource_group: str | None = None, subscription_id: str | None = None) -> bool:
         """Run the VM's in-flight operation through its remaining steps now, as if its time had
         passed (success, or the injected failure). Returns False when nothing was in flight.
@@ -420,6 +486,7 @@ class AzureComputeSimulator:
                 if vm.operation is not None and vm.operation.handle is not None:
                     vm.operation.handle.cancel()
             self._operations.clear()
+            self._deleted.clear()
             self._build_vms()
 
     # ---- power operations ----
@@ -541,6 +608,8 @@ class AzureComputeSimulator:
                 call["overlap"] = (vm.operation, "hibernate" if hibernate else route.action.value, vm)
         try:
             response = await self._serve(request, route, call)
+            if call.get("lost"):
+                raise _Dropped()  # served (the operation may have begun), the answer never arrives
             call["status"] = response.status
             return response
         except ArmError as e:
@@ -579,6 +648,13 @@ class AzureComputeSimulator:
         principal = self._principals.get(token.strip())
         if principal is None:
             raise wire.authentication_invalid_token()
+        expired = self._expired.get(token.strip())
+        if expired is not None:
+            def utc(t: float) -> str:  # ARM's format: 5/18/2026 9:07:50 PM
+                w = self._wall0 + timedelta(seconds=t - self._mono0)
+                return f"{w.month}/{w.day}/{w.year} {w.hour % 12 or 12}:{w.minute:02d}:{w.second:02d} {'AM' if w.hour < 12 else 'PM'}"
+
+            raise wire.authentication_expired_token(utc(expired), utc(self._now()))
         return principal
 
     async def _serve(self, request: web.Request, route: _Route, call: dict[str, Any]) -> web.Response:
@@ -592,17 +668,40 @@ class AzureComputeSimulator:
             raise wire.not_found_route(request.path)
         sub, rg, name = route.subscription, route.resource_group, route.name
         fail: Fault | None = None
+        mangle: Fault | None = None
+        hide = False
         if self._faults:
             delay, fault = self._faults.request_faults(route.op, sub, rg, name)
             if delay:
                 await asyncio.sleep(delay)
             if fault is not None:
+                if fault.kind is FaultKind.TIMEOUT:
+                    await asyncio.sleep(fault.delay or 5.0)
+                    raise _Dropped()
                 if fault.kind is FaultKind.DROP:
                     raise _Dropped()
                 if fault.kind is FaultKind.FAIL:
                     fail = fault
+                elif fault.kind in _ANSWERS:
+                    return _ANSWERS[fault.kind](self, request, fault)
+                elif fault.kind in _MANGLERS:
+                    mangle = fault
+                elif fault.kind is FaultKind.NO_POWER_STATE:  # drawn by a chaos fault for this request
+                    hide = True
+                elif fault.kind is FaultKind.LOST:
+                    call["lost"] = True
                 else:
                     raise self._fault_error(fault)
+        response = await self._answer(request, route, principal, api_version, fail, hide_power_state=hide)
+        if mangle is not None and response.body:
+            response.body = _MANGLERS[mangle.kind](bytes(response.body), mangle)  # type: ignore[arg-type]
+        return response
+
+    async def _answer(self, request: web.Request, route: _Route, principal: _Principal, api_version: str,
+                      fail: Fault | None, *, hide_power_state: bool) -> web.Response:
+        """ARM's own answer once no fault took its place: throttling, RBAC, lookup, the operation."""
+        query = request.query
+        sub, rg, name = route.subscription, route.resource_group, route.name
         now = self._now()
         wall_now = self._wall0 + timedelta(seconds=now - self._mono0)
         headers = {"x-ms-request-id": str(uuid.uuid4())}
@@ -633,13 +732,13 @@ class AzureComputeSimulator:
         if op is OpName.GET:
             assert vm is not None
             expand = (query.get("$expand") or "").lower() == "instanceview"
-            view = self._view(vm, op) if expand else None
+            view = self._view(vm, op, hide=hide_power_state) if expand else None
             return self._json(200, wire.vm_resource(vm, view=view), headers)
         if op is OpName.INSTANCE_VIEW:
             assert vm is not None
-            return self._json(200, self._view(vm, op), headers)
+            return self._json(200, self._view(vm, op, hide=hide_power_state), headers)
         if op in (OpName.LIST, OpName.LIST_ALL):
-            return self._list(request, route, headers)
+            return self._list(request, route, headers, hide=hide_power_state)
         if route.action is not None:
             assert vm is not None
             return self._power(request, vm, route.action, api_version, headers, fail)
@@ -683,11 +782,11 @@ class AzureComputeSimulator:
     def _json(self, status: int, body: Any, headers: dict[str, str]) -> web.Response:
         return web.Response(status=status, body=json.dumps(body).encode(), headers=headers, content_type=_JSON)
 
-    def _view(self, vm: VmRecord, op: OpName) -> dict[str, Any]:
-        hide = bool(self._faults) and self._faults.hide_power_state(op, vm.spec.subscription_id, vm.spec.resource_group, vm.spec.name)
+    def _view(self, vm: VmRecord, op: OpName, *, hide: bool = False) -> dict[str, Any]:
+        hide = hide or (bool(self._faults) and self._faults.hide_power_state(op, vm.spec.subscription_id, vm.spec.resource_group, vm.spec.name))
         return wire.instance_view(vm, self._wall(vm.status_time), hide_power_state=hide)
 
-    def _list(self, request: web.Request, route: _Route, headers: dict[str, str]) -> web.Response:
+    def _list(self, request: web.Request, route: _Route, headers: dict[str, str], *, hide: bool = False) -> web.Response:
         query = request.query
         assert route.subscription is not None
         if route.op is OpName.LIST:
@@ -706,9 +805,9 @@ class AzureComputeSimulator:
         status_only = _flag(query.get("statusOnly"))
         expand = (query.get("$expand") or "").lower() == "instanceview"
         if status_only:
-            items = [wire.vm_status_only(vm, self._view(vm, route.op)) for vm in page]
+            items = [wire.vm_status_only(vm, self._view(vm, route.op, hide=hide)) for vm in page]
         else:
-            items = [wire.vm_resource(vm, view=self._view(vm, route.op) if expand else None) for vm in page]
+            items = [wire.vm_resource(vm, view=self._view(vm, route.op, hide=hide) if expand else None) for vm in page]
         body: dict[str, Any] = {"value": items}
         following = offset + len(page)
         if following < len(vms):
@@ -818,6 +917,34 @@ class AzureComputeSimulator:
             self.set_power_state(segs[2], str(body.get("powerState")), hibernated=bool(body.get("hibernated", False)),
                                  resource_group=segs[1], subscription_id=sub)
             return self._json(200, as_dict(self.vm_state(segs[2], resource_group=segs[1], subscription_id=sub)), ok)
+        if len(segs) == 3 and segs[0] == "vms" and method == "DELETE":
+            self.delete_vm(segs[2], resource_group=segs[1], subscription_id=sub)
+            return self._json(200, {"deleted": True}, ok)
+        if len(segs) == 4 and segs[0] == "vms" and segs[3] == "restore" and method == "POST":
+            body = await _json_body(request) if request.can_read_body else {}
+            tags = body.get("tags")
+            if tags is not None and not (isinstance(tags, dict) and all(isinstance(v, str) for v in tags.values())):
+                raise ValueError('"tags" must be an object of strings')
+            self.restore_vm(segs[2], resource_group=segs[1], subscription_id=sub, power_state=body.get("powerState"), tags=tags)
+            return self._json(200, as_dict(self.vm_state(segs[2], resource_group=segs[1], subscription_id=sub)), ok)
+        if len(segs) == 4 and segs[0] == "vms" and segs[3] == "tags" and method == "PUT":
+            tags = (await _json_body(request)).get("tags")
+            if not (isinstance(tags, dict) and all(isinstance(v, str) for v in tags.values())):
+                raise ValueError('PUT …/tags takes {"tags": {"name": "value", …}}')
+            self.set_tags(segs[2], tags, resource_group=segs[1], subscription_id=sub)
+            return self._json(200, as_dict(self.vm_state(segs[2], resource_group=segs[1], subscription_id=sub)), ok)
+        if segs == ["tokens"] and method == "POST":
+            body = await _json_body(request) if request.can_read_body else {}
+            like, token = body.get("like"), body.get("token")
+            if not all(v is None or isinstance(v, str) for v in (like, token)):
+                raise ValueError('POST /_sim/tokens takes {"like": "<token>", "token": "<new token>"} (both optional)')
+            return self._json(201, {"token": self.issue_token(like=like, token=token)}, ok)
+        if segs == ["tokens", "expire"] and method == "POST":
+            token = (await _json_body(request)).get("token")
+            if not isinstance(token, str):
+                raise ValueError('POST /_sim/tokens/expire takes {"token": "<token>"}')
+            self.expire_token(token)
+            return self._json(200, {"expired": True}, ok)
         if len(segs) == 4 and segs[0] == "vms" and segs[3] == "fast-forward" and method == "POST":
             ran = self.fast_forward(segs[2], resource_group=segs[1], subscription_id=sub)
             return self._json(200, {"fastForwarded": ran, **as_dict(self.vm_state(segs[2], resource_group=segs[1], subscription_id=sub))}, ok)
@@ -864,6 +991,68 @@ class AzureComputeSimulator:
             self.reset(vms=_flag(query.get("vms")))
             return self._json(200, {"reset": True}, ok)
         raise KeyError(f"no admin endpoint {method} {request.path}")
+
+
+# ---- malformed answers (fault kinds that stand for broken gateways and proxies) ----
+
+_HTML_PAGE = (
+    "<!DOCTYPE html>\r\n<html><head><title>{status} - Web server received an invalid response while acting as a "
+    "gateway or proxy server.</title></head>\r\n<body><div id=\"header\"><h1>Server Error</h1></div>\r\n"
+    "<div id=\"content\"><h2>{status} - Web server received an invalid response while acting as a gateway or proxy "
+    "server.</h2>\r\n<h3>There is a problem with the page you are looking for, and it cannot be displayed.</h3>"
+    "</div></body></html>\r\n"
+)
+
+
+def _html(sim: AzureComputeSimulator, request: web.Request, fault: Fault) -> web.Response:
+    status = fault.status or 502
+    return web.Response(status=status, text=_HTML_PAGE.format(status=status), content_type="text/html")
+
+
+def _empty(sim: AzureComputeSimulator, request: web.Request, fault: Fault) -> web.Response:
+    return web.Response(status=200, body=b"", content_type=_JSON)
+
+
+def _redirect(sim: AzureComputeSimulator, request: web.Request, fault: Fault) -> web.Response:
+    location = fault.location or f"{sim.endpoint}{request.path_qs}"
+    return web.Response(status=fault.status or 302, headers={"Location": location})
+
+
+_ANSWERS = {FaultKind.HTML: _html, FaultKind.EMPTY: _empty, FaultKind.REDIRECT: _redirect}
+
+
+def _truncate(body: bytes, fault: Fault) -> bytes:
+    return body[: len(body) // 2]
+
+
+def _resources(data: Any) -> list[dict[str, Any]]:
+    """The VM resources of a GET answer or of a list page."""
+    if isinstance(data, dict) and isinstance(data.get("value"), list):
+        return [v for v in data["value"] if isinstance(v, dict)]
+    return [data] if isinstance(data, dict) else []
+
+
+def _no_properties(body: bytes, fault: Fault) -> bytes:
+    data = json.loads(body)
+    for vm in _resources(data):
+        vm.pop("properties", None)
+    return json.dumps(data).encode()
+
+
+def _power_code(body: bytes, fault: Fault) -> bytes:
+    data = json.loads(body)
+    views = [(vm.get("properties") or {}).get("instanceView") for vm in _resources(data)]
+    if isinstance(data, dict) and "statuses" in data:  # an instance view on its own
+        views.append(data)
+    for view in views:
+        for status in (view or {}).get("statuses") or []:
+            if str(status.get("code", "")).startswith("PowerState/"):
+                status["code"] = f"PowerState/{fault.power}"
+                status["displayStatus"] = f"VM {fault.power}"
+    return json.dumps(data).encode()
+
+
+_MANGLERS = {FaultKind.TRUNCATED: _truncate, FaultKind.NO_PROPERTIES: _no_properties, FaultKind.POWER_CODE: _power_code}
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:

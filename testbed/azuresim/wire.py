@@ -176,6 +176,13 @@ def authentication_invalid_token() -> ArmError:
     return ArmError(401, "InvalidAuthenticationToken", text, headers=_challenge(text))
 
 
+def authentication_expired_token(expired_at: str, now: str) -> ArmError:
+    """ARM's answer to a token past its expiry (the ``exp`` claim): 401 ExpiredAuthenticationToken
+    with an ``invalid_token`` challenge, as live ARM sends it."""
+    text = f"The access token expiry UTC time '{expired_at}' is earlier than current UTC time '{now}'."
+    return ArmError(401, "ExpiredAuthenticationToken", text, headers=_challenge(text))
+
+
 def conflict(message: str) -> ArmError:
     return ArmError(409, "OperationNotAllowed", message)
 

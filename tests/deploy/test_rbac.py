@@ -107,7 +107,7 @@ def settled(c: Cluster, name: str, generation: int = 1) -> bool:
     return c.reason(name) == "Reconciled" and status.get("observedGeneration") == generation
 
 
-def wait_settled(c: Cluster, name: str, generation: int = 1, timeout: float = 20) -> None:
+def wait_settled(c: Cluster, name: str, generation: int = 1, timeout: float = 60) -> None:
     try:
         wait_for(lambda: settled(c, name, generation), timeout)
     except AssertionError:
@@ -128,11 +128,11 @@ def lifecycle(sb: Sandbox, prefix: str = "", vms: tuple[str, str, str] = ("vm-1"
     c.wait_reason(refused, "NotManaged")
     c.patch_spec(flip, {"desiredState": "Running"})
     wait_settled(c, flip, 2)
-    wait_for(lambda: {"StartRequested", "Started"} <= {r for _, r, _ in c.events(keep)}, 10, what="events")
+    c.wait_events(keep, "StartRequested", "Started")
     for name in (keep, drop, flip, refused):
         c.delete(name)
     for name in (keep, drop, flip, refused):
-        wait_for(lambda name=name: c.get(name) is None, 20, what=f"{name} deleted")
+        wait_for(lambda name=name: c.get(name) is None, 60, what=f"{name} deleted")
     assert az.power(vms[0]) == "running"  # Retain
     assert az.power(vms[1]) == "deallocated"  # Deallocate
     claimed(sb, prefix, vms[2])
@@ -170,12 +170,12 @@ def ai_job(sb: Sandbox) -> None:
         api.patch_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "job-vm", {"spec": {"desiredState": "Running"}})
         api.list_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, watch=True, timeout_seconds=1,
                                           field_selector="metadata.name=job-vm", _preload_content=False).release_conn()
-        wait_for(lambda: settled_obj(api.get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "job-vm")), 20,
+        wait_for(lambda: settled_obj(api.get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "job-vm")), 60,
                  what="the job's VM Ready")
         api.list_namespaced_custom_object(GROUP, VERSION, NS, PLURAL)
         api.patch_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "job-vm", {"spec": {"desiredState": "Deallocated"}})
     c.delete("job-vm")
-    wait_for(lambda: c.get("job-vm") is None, 20, what="job-vm deleted")
+    wait_for(lambda: c.get("job-vm") is None, 60, what="job-vm deleted")
 
 
 def settled_obj(obj: Mapping[str, Any]) -> bool:
@@ -229,7 +229,7 @@ def ha_run(tmp_path_factory: pytest.TempPathFactory, distinct_kopf_ids: None) ->
             obj = c.custom.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", name)
             return obj.get("status") or {}
 
-        wait_for(lambda: len(peers()) == 2, 20, what="both replicas in the peering object")
+        wait_for(lambda: len(peers()) == 2, 60, what="both replicas in the peering object")
         seen_peers = peers()
         lifecycle(sb)
         a.stop()  # a clean stop signs a off; b, the only live peer left, resumes at once

@@ -43,7 +43,9 @@ def default_vms() -> list[SimVm]:
     vms = [SimVm(subscription_id=SUB, resource_group=RG, name=f"vm-{i}", tags=MANAGED) for i in range(1, 7)]
     vms += [
         SimVm(subscription_id=SUB, resource_group=RG, name="vm-running", power_state="running", tags=MANAGED),
-        SimVm(subscription_id=SUB, resource_group=RG, name="vm-slow", tags=MANAGED, timings={"start": 4.0}),
+        # Starts for ten minutes: tests end it with the simulator's fast_forward, so no slow machine
+        # can see it end early.
+        SimVm(subscription_id=SUB, resource_group=RG, name="vm-slow", tags=MANAGED, timings={"start": 600.0}),
         SimVm(subscription_id=SUB, resource_group=RG, name="vm-untagged"),
         SimVm(subscription_id=SUB, resource_group=RG, name="vm-research", tags={**MANAGED, "gpuvm-namespaces": "research"}),
     ]

@@ -9,7 +9,7 @@ from testbed.demo import run_demo
 
 def test_demo_converges() -> None:
     out = io.StringIO()
-    assert run_demo(timeout=60, out=out, live=False) == 0, out.getvalue()[-3000:]
+    assert run_demo(timeout=120, out=out, live=False) == 0, out.getvalue()[-3000:]
     text = out.getvalue()
     assert "All 4 GpuVms converged" in text
     assert "overlapping power operations: 0" in text and "HTTP 409: 0" in text

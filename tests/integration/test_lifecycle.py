@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from testbed.sandbox import wait_for
+from testbed.sandbox import reason_of, wait_for
 from tests.integration.conftest import Azure, Cluster, OperatorRunner, vm_id
 
 
@@ -18,8 +18,8 @@ def test_create_starts_the_vm_and_reports_ready(cluster: Cluster, azure: Azure, 
     assert status["lastOperation"]["trigger"] == "Spec"
     assert cluster.ready("trainer")[0] == "True"
     assert len(azure.power_requests("vm-1", "start")) == 1
-    reasons = wait_for(lambda: {r for _, r, _ in cluster.events("trainer")} >= {"StartRequested", "Started"} and cluster.events("trainer"))
-    assert ("Normal", "StartRequested") in {(t, r) for t, r, _ in reasons}
+    events = cluster.wait_events("trainer", "StartRequested", "Started")
+    assert ("Normal", "StartRequested") in {(t, r) for t, r, _ in events}
 
 
 def test_flip_to_deallocated(cluster: Cluster, azure: Azure, operator: OperatorRunner) -> None:
@@ -27,8 +27,8 @@ def test_flip_to_deallocated(cluster: Cluster, azure: Azure, operator: OperatorR
     cluster.wait_reason("trainer", "Reconciled")
     assert azure.count("VirtualMachines.Start") == 0  # already running: nothing to do
     cluster.patch_spec("trainer", {"desiredState": "Deallocated"})
-    wait_for(lambda: cluster.status("trainer").get("observedGeneration") == 2 and cluster.reason("trainer") == "Reconciled", 15)
-    status = cluster.status("trainer")
+    status = cluster.wait_object(
+        "trainer", lambda o: o["status"].get("observedGeneration") == 2 and reason_of(o) == "Reconciled")["status"]
     assert azure.power("vm-running") == "deallocated"
     assert status["powerState"] == "Deallocated"
     assert status["lastOperation"]["action"] == "Deallocate" and status["lastOperation"]["result"] == "Succeeded"
@@ -45,11 +45,9 @@ def test_twenty_rapid_flips_end_in_the_last_one_without_overlaps(cluster: Cluste
         obj = cluster.patch_spec("flipper", {"desiredState": last})
     final_generation = obj["metadata"]["generation"]
     assert last == "Deallocated" and final_generation == 21
-    wait_for(
-        lambda: cluster.status("flipper").get("observedGeneration") == final_generation
-        and cluster.reason("flipper") == "Reconciled",
-        20,
-        what="convergence on the last flip",
+    cluster.wait_object(
+        "flipper", lambda o: o["status"].get("observedGeneration") == final_generation and reason_of(o) == "Reconciled",
+        timeout=60, what="convergence on the last flip",
     )
     assert azure.power("vm-2") == "deallocated"
     assert cluster.status("flipper")["powerState"] == "Deallocated"
@@ -60,12 +58,18 @@ def test_twenty_rapid_flips_end_in_the_last_one_without_overlaps(cluster: Cluste
 def test_restart_mid_start_resumes_without_a_duplicate(cluster: Cluster, azure: Azure, start_operator) -> None:
     first = start_operator()
     cluster.create("slow", {"vm": {"resourceId": vm_id("vm-slow")}, "desiredState": "Running"})
-    wait_for(lambda: azure.snapshot("vm-slow").operation == "start", 10, what="the start to be in flight")
-    wait_for(lambda: cluster.status("slow").get("lastOperation", {}).get("result") == "InProgress", 10)
+    wait_for(lambda: azure.snapshot("vm-slow").operation == "start", 30, what="the start to be in flight")
+    wait_for(lambda: cluster.status("slow").get("lastOperation", {}).get("result") == "InProgress", 30)
     first.stop()
-    assert azure.snapshot("vm-slow").operation == "start"  # still starting: the restart is mid-operation
+    assert azure.snapshot("vm-slow").operation == "start"  # still starting (it lasts until fast-forwarded)
+    reads = len(azure.requests())
     start_operator()
-    status = cluster.wait_reason("slow", "Reconciled", timeout=20)
+    # The new operator looks at the VM while it is still starting, then the start ends.
+    wait_for(lambda: any(r.operation in ("VirtualMachines.Get", "VirtualMachines.ListAll") and r.status == 200
+                         for r in azure.requests()[reads:]), 30, what="the restarted operator to observe the VM")
+    assert azure.snapshot("vm-slow").operation == "start"
+    assert azure.call(lambda: azure.sim.fast_forward("vm-slow"))
+    status = cluster.wait_reason("slow", "Reconciled")
     assert azure.power("vm-slow") == "running"
     assert len(azure.power_requests("vm-slow", "start")) == 1
     assert status["lastOperation"]["result"] == "Succeeded" and status["lastOperation"]["action"] == "Start"
@@ -77,7 +81,7 @@ def test_deletion_with_retain_leaves_the_vm(cluster: Cluster, azure: Azure, oper
     cluster.wait_reason("keep", "Reconciled")
     assert "gpuvm.dev/finalizer" in cluster.get("keep")["metadata"]["finalizers"]
     cluster.delete("keep")
-    wait_for(lambda: cluster.get("keep") is None, 15, what="the GpuVm to be gone")
+    wait_for(lambda: cluster.get("keep") is None, 30, what="the GpuVm to be gone")
     assert azure.power("vm-1") == "running"
     assert azure.power_requests("vm-1", "deallocate") == []
 
@@ -85,9 +89,10 @@ def test_deletion_with_retain_leaves_the_vm(cluster: Cluster, azure: Azure, oper
 def test_deletion_with_deallocate_deallocates_first(cluster: Cluster, azure: Azure, operator: OperatorRunner) -> None:
     cluster.create("tidy", {"vm": {"resourceId": vm_id("vm-1")}, "desiredState": "Running", "deletionPolicy": "Deallocate"})
     cluster.wait_reason("tidy", "Reconciled")
-    cluster.delete("tidy")
-    assert cluster.get("tidy") is not None  # held by the finalizer while the VM deallocates
-    wait_for(lambda: cluster.get("tidy") is None, 15, what="the GpuVm to be gone")
+    answer = cluster.delete("tidy")
+    # Held by the finalizer while the VM deallocates: the apiserver answers with the object.
+    assert answer["metadata"]["deletionTimestamp"] and "gpuvm.dev/finalizer" in answer["metadata"]["finalizers"]
+    wait_for(lambda: cluster.get("tidy") is None, 30, what="the GpuVm to be gone")
     assert azure.power("vm-1") == "deallocated"
     assert len(azure.power_requests("vm-1", "deallocate")) == 1
     assert azure.overlaps() == []

@@ -33,7 +33,8 @@ def test_tokens_and_secrets_stay_out_of_logs_status_and_events(
     # 1. A working bearer token, through every kind of call and failure.
     first = start_operator(["--cluster-name", "aks-test"])
     azure.fault("op=start vm=vm-3 error=AllocationFailed times=1")
-    azure.fault("kind=http op=deallocate vm=vm-2 status=500 error=InternalServerError times=1")
+    # 1 + 3 retries of azure-core: all four attempts fail, so the operator sees (and reports) the 500.
+    azure.fault("kind=http op=deallocate vm=vm-running status=500 error=InternalServerError times=4")
     cluster.create("ok", {"vm": {"resourceId": vm_id("vm-1")}, "desiredState": "Running"})
     cluster.create("capacity", {"vm": {"resourceId": vm_id("vm-3")}, "desiredState": "Running"})
     cluster.create("flaky", {"vm": {"resourceId": vm_id("vm-running")}, "desiredState": "Deallocated"})
@@ -41,6 +42,10 @@ def test_tokens_and_secrets_stay_out_of_logs_status_and_events(
     for name in ("ok", "capacity", "flaky"):
         cluster.wait_reason(name, "Reconciled")
     cluster.wait_reason("ghost", "VmNotFound")
+    # Events arrive after the status they go with: wait for those carrying Azure's failure texts.
+    cluster.wait_events("ok", "StartRequested", "Started")
+    cluster.wait_events("capacity", "StartFailed", "Started")
+    cluster.wait_events("flaky", "DeallocateFailed", "Deallocated")
     first.stop()
     # 2. A service principal whose secret Entra ID refuses (the sign-in goes to a closed port on
     #    loopback: the secret is offered, nothing answers) and a wrong bearer token.
@@ -50,7 +55,7 @@ def test_tokens_and_secrets_stay_out_of_logs_status_and_events(
     monkeypatch.setenv("AZURE_AUTHORITY_HOST", "https://127.0.0.1:9")
     start_operator(flags=replace_flag(operator_flags, "--credential", "environment"))
     cluster.create("sp", {"vm": {"resourceId": vm_id("vm-4")}, "desiredState": "Running"})
-    cluster.wait_reason("sp", "AuthenticationFailed", timeout=30)
+    cluster.wait_reason("sp", "AuthenticationFailed", timeout=60)
     logged = caplog.text
     assert "Request URL" in logged or "gpuvm" in logged  # the capture did see the operator at work
     written = everything_written(cluster, ["ok", "capacity", "flaky", "ghost", "sp"])

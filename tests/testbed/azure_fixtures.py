@@ -124,6 +124,11 @@ def authorization_client(thread: ServerThread, *, token: str | None = None) -> A
     return AuthorizationManagementClient(StaticTokenCredential(token or sim.token), SUB, **client_kwargs(sim))
 
 
+def add_fault(thread: ServerThread, spec: str) -> int:
+    """Install a fault spec in the simulator running in ``thread``; returns its id."""
+    return thread.run_sync(sim_of(thread).add_fault, spec)
+
+
 def vm_scope(name: str, resource_group: str = RG) -> str:
     return f"/subscriptions/{SUB}/resourceGroups/{resource_group}/providers/Microsoft.Compute/virtualMachines/{name}"
 

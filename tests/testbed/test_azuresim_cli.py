@@ -179,7 +179,7 @@ def test_cli_serves_and_prints_how_to_connect(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
-            code = proc.wait(timeout=15)
+            code = proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
             raise

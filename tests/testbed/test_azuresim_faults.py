@@ -19,6 +19,7 @@ from testbed.azuresim import (
 from testbed.sandbox import wait_for
 from tests.testbed.azure_fixtures import (
     RG,
+    add_fault,
     aio_compute,
     azure_sim,
     azure_sim_factory,
@@ -30,10 +31,6 @@ from tests.testbed.azure_fixtures import (
 )
 
 __all__ = ["aio_compute", "azure_sim", "azure_sim_factory", "compute"]
-
-
-def _add(thread, spec: str) -> int:
-    return thread.run_sync(sim_of(thread).add_fault, spec)
 
 
 def _counters(thread) -> dict:
@@ -82,14 +79,14 @@ def test_bad_specs_say_why(spec: str, fragment: str) -> None:
 # ---- HTTP faults, throttling, drops, slowness ----
 
 def test_5xx_is_retried_by_azure_core(azure_sim, compute) -> None:
-    _add(azure_sim, "op=get status=503 times=2")
+    add_fault(azure_sim, "op=get status=503 times=2")
     assert compute.virtual_machines.get(RG, "vm-1").name == "vm-1"
     counters = _counters(azure_sim)
     assert counters[(OpName.GET.value, 503)] == 2 and counters[(OpName.GET.value, 200)] == 1
 
 
 def test_error_status_and_code_surface_when_retries_run_out(azure_sim) -> None:
-    _add(azure_sim, "kind=http op=instanceView vm=vm-2 status=500 error=InternalExecutionError message='boom'")
+    add_fault(azure_sim, "kind=http op=instanceView vm=vm-2 status=500 error=InternalExecutionError message='boom'")
     client = compute_client(azure_sim, retry_total=1)
     with pytest.raises(HttpResponseError) as e:
         client.virtual_machines.instance_view(RG, "vm-2")
@@ -98,8 +95,8 @@ def test_error_status_and_code_surface_when_retries_run_out(azure_sim) -> None:
 
 
 def test_429_retry_after_is_honoured(azure_sim, compute) -> None:
-    _add(azure_sim, "kind=throttle op=get retry-after=0.3 times=1")
-    _add(azure_sim, "kind=throttle op=start retry-after=0.3 times=1")
+    add_fault(azure_sim, "kind=throttle op=get retry-after=0.3 times=1")
+    add_fault(azure_sim, "kind=throttle op=start retry-after=0.3 times=1")
     began = time.monotonic()
     compute.virtual_machines.get(RG, "vm-1")
     compute.virtual_machines.begin_start(RG, "vm-1").result()  # a POST 429 with Retry-After is retried too
@@ -110,8 +107,8 @@ def test_429_retry_after_is_honoured(azure_sim, compute) -> None:
 
 
 def test_dropped_connection_is_retried_for_get_not_for_post(azure_sim, compute) -> None:
-    _add(azure_sim, "kind=drop op=get times=1")
-    _add(azure_sim, "kind=drop op=start times=1")
+    add_fault(azure_sim, "kind=drop op=get times=1")
+    add_fault(azure_sim, "kind=drop op=start times=1")
     assert compute.virtual_machines.get(RG, "vm-2").name == "vm-2"
     with pytest.raises(ServiceResponseError):
         compute.virtual_machines.begin_start(RG, "vm-1")
@@ -122,14 +119,14 @@ def test_dropped_connection_is_retried_for_get_not_for_post(azure_sim, compute) 
 
 
 async def test_aio_dropped_connection_is_retried(azure_sim, aio_compute) -> None:
-    _add(azure_sim, "kind=drop op=instanceView times=1")
+    add_fault(azure_sim, "kind=drop op=instanceView times=1")
     view = await aio_compute.virtual_machines.instance_view(RG, "vm-3")
     assert power_code(view.statuses) == "PowerState/stopped"
     assert _counters(azure_sim)[(OpName.INSTANCE_VIEW.value, NO_RESPONSE)] == 1
 
 
 def test_slow_answers(azure_sim, compute) -> None:
-    _add(azure_sim, "op=list delay=0.4 times=1")
+    add_fault(azure_sim, "op=list delay=0.4 times=1")
     began = time.monotonic()
     list(compute.virtual_machines.list(RG))
     assert time.monotonic() - began >= 0.4
@@ -149,7 +146,7 @@ def test_slow_answers(azure_sim, compute) -> None:
     ],
 )
 def test_failed_start_from_result(azure_sim, compute, code: str, fragment: str) -> None:
-    _add(azure_sim, f"op=start vm=vm-1 error={code} times=1")
+    add_fault(azure_sim, f"op=start vm=vm-1 error={code} times=1")
     poller = compute.virtual_machines.begin_start(RG, "vm-1")
     with pytest.raises(HttpResponseError) as e:
         poller.result()
@@ -164,7 +161,7 @@ def test_failed_start_from_result(azure_sim, compute, code: str, fragment: str) 
 
 
 async def test_aio_failed_start(azure_sim, aio_compute) -> None:
-    _add(azure_sim, "op=start error=ZonalAllocationFailed after=0.05")
+    add_fault(azure_sim, "op=start error=ZonalAllocationFailed after=0.05")
     poller = await aio_compute.virtual_machines.begin_start(RG, "vm-3")
     with pytest.raises(HttpResponseError) as e:
         await poller.result()
@@ -173,7 +170,7 @@ async def test_aio_failed_start(azure_sim, aio_compute) -> None:
 
 
 def test_failed_operation_on_the_location_monitor(azure_sim, compute) -> None:
-    _add(azure_sim, "op=start error=AllocationFailed after=0")
+    add_fault(azure_sim, "op=start error=AllocationFailed after=0")
     captured = {}
     compute.virtual_machines.begin_start(RG, "vm-1", polling=False, raw_response_hook=lambda r: captured.update(r.http_response.headers))
     sim = sim_of(azure_sim)
@@ -188,7 +185,7 @@ def test_failed_operation_on_the_location_monitor(azure_sim, compute) -> None:
 # ---- instance views without a power state, probability, matching ----
 
 def test_instance_view_without_power_state(azure_sim, compute) -> None:
-    _add(azure_sim, "kind=no-power-state vm=vm-2 times=2")
+    add_fault(azure_sim, "kind=no-power-state vm=vm-2 times=2")
     assert power_code(compute.virtual_machines.instance_view(RG, "vm-2").statuses) is None
     listed = {v.name: v for v in compute.virtual_machines.list_all(status_only="true")}
     assert power_code(listed["vm-2"].instance_view.statuses) is None
@@ -200,7 +197,7 @@ def test_probability_is_reproducible_with_a_seed(azure_sim_factory) -> None:
     outcomes = []
     for _ in range(2):
         thread = azure_sim_factory()
-        _add(thread, "op=get status=500 p=0.5 seed=42")
+        add_fault(thread, "op=get status=500 p=0.5 seed=42")
         client = compute_client(thread, retry_total=0)
         run = []
         for _ in range(30):
@@ -215,7 +212,7 @@ def test_probability_is_reproducible_with_a_seed(azure_sim_factory) -> None:
 
 
 def test_faults_match_vm_globs_and_can_be_removed(azure_sim, compute) -> None:
-    fault_id = _add(azure_sim, "kind=http op=get vm=VM-[12] status=409 error=Conflict")
+    fault_id = add_fault(azure_sim, "kind=http op=get vm=VM-[12] status=409 error=Conflict")
     client = compute_client(azure_sim, retry_total=0)
     for name in ("vm-1", "vm-2"):
         with pytest.raises(HttpResponseError):

@@ -28,16 +28,17 @@ def test_initial_state_then_live_events(co: client.CustomObjectsApi, kube_raw: R
     events: list[dict[str, Any]] = []
 
     def consume() -> None:
-        for ev in kube_raw.stream(f"{W}?watch=1&timeoutSeconds=2"):
+        # The stream must stay open while the test patches: 5 s, not a window a busy machine misses.
+        for ev in kube_raw.stream(f"{W}?watch=1&timeoutSeconds=5", timeout=30):
             events.append(ev)
 
     t = threading.Thread(target=consume)
     t.start()
-    wait_for(lambda: events, 5, what="synthetic ADDED")
+    wait_for(lambda: events, 30, what="synthetic ADDED")
     co.patch_namespaced_custom_object(G, V, "default", "widgets", "a", {"spec": {"size": 2}})
     co.patch_namespaced_custom_object(G, V, "default", "widgets", "a", {"spec": {"size": 2}})  # no-op: no event
     co.delete_namespaced_custom_object(G, V, "default", "widgets", "a")
-    t.join(10)
+    t.join(30)
     assert not t.is_alive(), "timeoutSeconds must end the stream"
     assert kinds(events) == [("ADDED", "a"), ("MODIFIED", "a"), ("DELETED", "a")]
     rvs = [int(e["object"]["metadata"]["resourceVersion"]) for e in events]
@@ -97,16 +98,17 @@ def test_many_watchers_are_cheap(co: client.CustomObjectsApi, kube_emulator: Any
     results: list[list[dict[str, Any]]] = [[] for _ in range(30)]
 
     def consume(i: int) -> None:
-        for ev in kube_raw.stream(f"{W}?watch=true&resourceVersion=1&timeoutSeconds=2"):
+        # Open long enough for all 30 to start and the 5 creations to follow on a busy machine.
+        for ev in kube_raw.stream(f"{W}?watch=true&resourceVersion=1&timeoutSeconds=8", timeout=30):
             results[i].append(ev)
 
     threads = [threading.Thread(target=consume, args=(i,)) for i in range(30)]
     for t in threads:
         t.start()
-    wait_for(lambda: kube_emulator.stats()["watchers"] == 30, 5, what="30 watchers")
+    wait_for(lambda: kube_emulator.stats()["watchers"] == 30, 30, what="30 watchers")
     for i in range(5):
         co.create_namespaced_custom_object(G, V, "default", "widgets", widget(f"w{i}"))
     for t in threads:
-        t.join(10)
+        t.join(30)
     assert all(kinds(r) == [("ADDED", f"w{i}") for i in range(5)] for r in results)
-    wait_for(lambda: kube_emulator.stats()["watchers"] == 0, 5, what="watchers to be released")
+    wait_for(lambda: kube_emulator.stats()["watchers"] == 0, 30, what="watchers to be released")

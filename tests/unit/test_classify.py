@@ -6,6 +6,7 @@ import pytest
 
 from controller.azure_compute import ROLE_NAME, classify
 from controller.gpuvm import VmRef
+from controller.power import PowerState
 from controller.reasons import CAPACITY_REASONS, Reason, capacity_reason
 
 VM = VmRef("3f2c1a7e-0d4b-4c52-9a51-6f0e1d2c3b4a", "rg-gpu", "vm-a100")
@@ -209,3 +210,93 @@ def test_observation_from_rest_reads_hibernation_and_spot() -> None:
                                            "additionalCapabilities": {"hibernationEnabled": False}}}
     got = observation_from_rest(spot, now=now, source="get")
     assert (got.facts.priority, got.facts.hibernation_enabled, got.power_state) == ("Spot", False, PowerState.UNKNOWN)
+
+
+
+class _Answer:
+    """Just enough of an azure-core response for HttpResponseError: what a gateway sent."""
+
+    def __init__(self, status: int, body: str, content_type: str, reason: str = "Bad Gateway", **headers: str) -> None:
+        self.status_code, self.reason, self._body = status, reason, body
+        self.headers = {"Content-Type": content_type, **headers}
+        self.content_type = content_type
+
+    def text(self, encoding: str | None = None) -> str:
+        return self._body
+
+    def body(self) -> bytes:
+        return self._body.encode()
+
+
+def _translate(exc: BaseException):
+    from controller.azure_compute import translate
+    from controller.credentials import CredentialMode
+
+    return translate(exc, mode=CredentialMode.SIMULATOR_TOKEN, vm=VM, endpoint="https://arm")
+
+
+def test_an_html_error_page_is_named_as_such_with_its_title() -> None:
+    from azure.core.exceptions import HttpResponseError
+
+    page = "<!DOCTYPE html><html><head><title>502 - Bad &amp; gateway</title></head><body><h1>x</h1></body></html>"
+    f = _translate(HttpResponseError(response=_Answer(502, page, "text/html")))
+    assert f.reason is Reason.AZURE_ERROR and f.code == "HTTP502"
+    assert 'an HTML page, not ARM\'s JSON' in f.message and '"502 - Bad & gateway"' in f.message
+    assert "<" not in f.message and "\n" not in f.message
+    throttled = _translate(HttpResponseError(response=_Answer(429, page, "text/html", "Too Many Requests", **{"Retry-After": "7"})))
+    assert throttled.reason is Reason.THROTTLED and throttled.retry_after == 7.0  # the status still decides
+
+
+def test_unreadable_answers() -> None:
+    import json
+
+    from azure.core.exceptions import DecodeError, TooManyRedirectsError
+
+    for exc in (DecodeError("JSON is invalid: Expecting ',' delimiter"), json.JSONDecodeError("Expecting value", "", 0)):
+        f = _translate(exc)
+        assert (f.reason, f.code) == (Reason.AZURE_ERROR, "InvalidResponse")
+        assert f.message == ("Azure Resource Manager's answer to a request about VM vm-a100 could not be read "
+                             "(not valid JSON: cut short or empty); retrying")
+    f = _translate(TooManyRedirectsError(history=[object()] * 31))
+    assert f.code == "TooManyRedirects" and "redirected a request about VM vm-a100 31 times" in f.message
+
+
+def test_a_redirect_instead_of_an_answer() -> None:
+    from azure.core.exceptions import HttpResponseError
+
+    answer = _Answer(302, "", "text/plain", "Found", Location="https://login.example.net/sign-in?x=1")
+    f = _translate(HttpResponseError(response=answer))
+    assert (f.reason, f.code) == (Reason.AZURE_ERROR, "HTTP302")
+    assert "with a redirect (302 to login.example.net) instead of an answer" in f.message
+
+
+@pytest.mark.parametrize(
+    ("vm", "power"),
+    [
+        ({"id": "/x", "name": "vm"}, PowerState.UNKNOWN),  # no properties at all
+        ({"id": "/x", "properties": "garbage"}, PowerState.UNKNOWN),
+        ({"id": "/x", "properties": {"instanceView": {"statuses": "nope"}}}, PowerState.UNKNOWN),
+        ({"id": "/x", "properties": {"instanceView": {"statuses": [7, None, {"code": 5}, {"code": "PowerState/running"}]}}},
+         PowerState.RUNNING),
+        ({"id": 5, "name": ["x"], "tags": "t", "properties": {"hardwareProfile": 3, "vmId": {}}}, PowerState.UNKNOWN),
+    ],
+)
+def test_observation_from_any_vm_answer(vm: dict, power: PowerState) -> None:
+    import datetime as dt
+
+    from controller.azure_compute import observation_from_rest
+
+    obs = observation_from_rest(vm, now=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), source="get")
+    assert obs.power_state is power
+    assert obs.facts is not None and (obs.facts.resource_id is None or isinstance(obs.facts.resource_id, str))
+    assert obs.tags == {} or all(isinstance(v, str) for v in obs.tags.values())
+
+
+def test_an_unknown_power_code_is_kept_for_the_message() -> None:
+    import datetime as dt
+
+    from controller.azure_compute import observation_from_rest
+
+    vm = {"id": "/x", "properties": {"instanceView": {"statuses": [{"code": "PowerState/frozen"}]}}}
+    obs = observation_from_rest(vm, now=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), source="list")
+    assert obs.power_state is PowerState.UNKNOWN and obs.power_code == "PowerState/frozen"

@@ -80,3 +80,35 @@ def test_precedence_warning_for_a_stray_secret() -> None:
     assert warning is not None and "uses the service principal" in warning and SECRET not in warning
     assert precedence_warning(CredentialMode.WORKLOAD_IDENTITY, env) is None
     assert precedence_warning(CredentialMode.AUTO, {"AZURE_FEDERATED_TOKEN_FILE": "/t"}) is None
+
+
+async def test_a_token_file_is_read_whenever_a_token_is_asked_for(tmp_path) -> None:
+    """--simulator-token-file: a rotated token takes effect on the next request for a token."""
+    from azure.core.exceptions import ClientAuthenticationError
+
+    path = tmp_path / "token"
+    path.write_text("tok-1\n")
+    credential = build_credential(CredentialSettings(mode=CredentialMode.SIMULATOR_TOKEN, simulator_token="tok-1",
+                                                     simulator_token_file=str(path)))
+    assert type(credential).__name__ == "AsyncFileTokenCredential"
+    assert (await credential.get_token("scope")).token == "tok-1"
+    path.write_text("tok-2")
+    assert (await credential.get_token("scope")).token == "tok-2"
+    assert (await credential.get_token_info("scope")).token == "tok-2"
+    path.write_text("  \n")
+    with pytest.raises(ClientAuthenticationError, match="is empty"):
+        await credential.get_token("scope")
+    path.unlink()
+    with pytest.raises(ClientAuthenticationError, match="cannot read the token file") as e:
+        await credential.get_token("scope")
+    assert "tok-" not in str(e.value)
+    await credential.close()
+
+
+def test_the_token_file_setting_reaches_the_credential(tmp_path) -> None:
+    from controller.config import parse_config
+
+    path = tmp_path / "token"
+    path.write_text("tok")
+    config = parse_config(["--credential", "simulator-token", "--simulator-token-file", str(path)], {})
+    assert config.credential.simulator_token_file == str(path)

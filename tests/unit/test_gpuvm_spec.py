@@ -79,7 +79,11 @@ def test_by_name_uses_the_operators_default_subscription() -> None:
     [
         (None, "spec", "required"),
         ({}, "spec.vm", "required"),
-        ({"vm": "vm-1"}, "spec.vm", "required"),
+        ({"vm": "vm-1"}, "spec.vm", "must be an object with resourceId, or resourceGroup and name; got string"),
+        ([1, 2], "spec", "must be an object, got array"),
+        ({"vm": {"resourceId": 7}}, "spec.vm.resourceId", "must be a string, got integer"),
+        ({"vm": {"resourceGroup": "rg", "name": None}}, "spec.vm.name", "must be a string, got null"),
+        ({"vm": {"resourceId": RID}, "desiredState": ["Running"]}, "spec.desiredState", "unsupported value \"['Running']\""),
         ({"vm": {"resourceId": "/subscriptions/x/vm"}}, "spec.vm.resourceId", "is not a VM resource id"),
         ({"vm": {"resourceId": RID + "\n"}}, "spec.vm.resourceId", "is not a VM resource id"),
         ({"vm": {"resourceId": RID, "name": "x"}}, "spec.vm", "not both"),
@@ -207,3 +211,15 @@ def test_crd_schedule_patterns() -> None:
     assert re.fullmatch(start, "08:00") and re.fullmatch(start, "23:59") and not re.fullmatch(start, "24:00")
     assert re.fullmatch(end, "24:00") and re.fullmatch(end, "00:00") and not re.fullmatch(end, "24:01")
     assert not re.fullmatch(start, "8:00")
+
+
+def test_a_huge_bad_value_is_quoted_short_on_one_line() -> None:
+    """A 1 MB string (or one with newlines) in a bad field: the message stays readable."""
+    huge = "x" * 1_000_000
+    for spec, field in (({"vm": {"resourceId": huge}}, "spec.vm.resourceId"),
+                        ({"vm": {"resourceId": RID}, "desiredState": huge}, "spec.desiredState"),
+                        ({"vm": {"resourceGroup": "rg\nwith\nlines", "name": "vm-1"}}, "spec.vm.resourceGroup")):
+        error = parse_spec(spec, default_subscription=SUB)
+        assert isinstance(error, SpecError) and error.field == field
+        assert len(error.message) < 300 and "\n" not in error.message
+    assert "(1000000 characters)" in parse_spec({"vm": {"resourceId": huge}}, default_subscription=SUB).message

@@ -206,20 +206,35 @@ async def test_in_flight_cap_holds_the_rest() -> None:
     assert granted == [0, 1, 2, 3, 4]
 
 
-async def test_write_tokens_pace_operations() -> None:
-    pacer = SubscriptionPacer(PacingSettings(rates=((Kind.WRITE, Rate(burst=2, per_second=50)),)))
-    loop = asyncio.get_running_loop()
-    times: list[float] = []
+async def _until(condition, timeout: float = 30.0) -> None:
+    """Let the loop run until ``condition()`` holds (a deadline, not a fixed sleep)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.005)
 
-    async def operate() -> None:
+
+async def test_write_tokens_pace_operations() -> None:
+    # The pacer's clock is ours: under load a wall-clock bound on "at once" would not hold.
+    clock = Clock()
+    pacer = SubscriptionPacer(PacingSettings(rates=((Kind.WRITE, Rate(burst=2, per_second=50)),)), clock=clock)
+    granted: list[int] = []
+
+    async def operate(i: int) -> None:
         await pacer.acquire_operation("ns")
-        times.append(loop.time())
+        granted.append(i)
         pacer.release()
 
-    start = loop.time()
-    await asyncio.wait_for(asyncio.gather(*(operate() for _ in range(4))), 5)
-    assert times[1] - start < 0.01  # the burst
-    assert times[3] - start >= 2 / 50 * 0.9  # then 50 per second
+    tasks = [asyncio.create_task(operate(i)) for i in range(4)]
+    await _until(lambda: len(granted) == 2)  # the burst, with no time passing
+    await asyncio.sleep(0.05)  # the pacer's pump runs meanwhile: it must not grant without tokens
+    assert granted == [0, 1] and pacer.waiting == 2
+    clock.now += 0.021  # then one per 1/50 s (a hair more: float sums)
+    await _until(lambda: len(granted) == 3)
+    assert pacer.waiting == 1
+    clock.now += 0.021
+    await asyncio.wait_for(asyncio.gather(*tasks), 30)
+    assert granted == [0, 1, 2, 3]
 
 
 async def test_a_throttled_write_pauses_queued_operations() -> None:

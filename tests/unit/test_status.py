@@ -21,7 +21,8 @@ from controller.demand import (
 from controller.gpuvm import VmRef
 from controller.power import Action, Observation, PowerState, ProvisioningState, Trigger, VmFacts
 from controller.reasons import Reason
-from controller.status import PreviousStatus, read_status, render_claim_status, render_status
+from controller.status import PreviousStatus, read_status, ready_condition, render_claim_status, render_status
+from controller.timestamps import format_time
 
 NOW = dt.datetime(2026, 11, 25, 12, 0, 0, tzinfo=dt.timezone.utc)
 VM = VmRef("3f2c1a7e-0d4b-4c52-9a51-6f0e1d2c3b4a", "rg-gpu", "vm-a100")
@@ -257,3 +258,31 @@ def test_claim_ready_transition_time_moves_only_when_it_flips() -> None:
     assert flipped["conditions"][0]["status"] == "True"
     assert flipped["conditions"][0]["lastTransitionTime"] == "2026-11-25T12:00:00Z"
     assert render_claim_status(ready, generation=1, previous={"conditions": "x"}, now=NOW)["conditions"][0]["status"] == "True"
+
+
+def test_json_booleans_are_not_generations_or_counts() -> None:
+    """Found by Hypothesis: Python's True is an int, the schema's integer is not; rendered back,
+    ``convergedGeneration: true`` made every later status write one the apiserver refuses."""
+    previous = read_status({"convergedGeneration": True,
+                            "startFailures": {"count": True, "lastCode": "AllocationFailed", "nextRetryAt": "2026-11-25T12:00:00Z"}})
+    assert previous.converged_generation is None and previous.start_failures is None
+
+
+def test_times_that_are_no_utc_date_are_ignored() -> None:
+    """Found by Hypothesis: a valid ISO string can overflow when moved to UTC, and format_time
+    must write four-digit years (glibc's strftime writes the year 999 as "999")."""
+    previous = read_status({"lastOperation": {"action": "Start", "trigger": "Spec", "result": "InProgress",
+                                              "startedAt": "0001-01-01T00:00:00+14:00"}})
+    assert previous.last_operation is None
+    assert format_time(dt.datetime(999, 1, 2, 3, 4, 5, 678, tzinfo=dt.timezone.utc)) == "0999-01-02T03:04:05Z"
+    assert format_time(NOW) == "2026-11-25T12:00:00Z"
+
+
+def test_an_unparseable_transition_time_is_not_copied() -> None:
+    """Found by Hypothesis: a hand-edited lastTransitionTime was copied verbatim, and the
+    apiserver refuses a status whose date-time is not one."""
+    decision = Decision(Reason.RECONCILED, "ok")
+    for bad, expected in (("2026-02-30T00:00:00Z", "2026-11-25T12:00:00Z"), ("2026-01-01T00:00:00+01:00", "2025-12-31T23:00:00Z")):
+        previous = read_status({"conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": bad}]})
+        condition = ready_condition(decision, generation=1, previous=previous.conditions, now=NOW)
+        assert condition["lastTransitionTime"] == expected

@@ -228,10 +228,10 @@ async def test_write_tokens_pace_operations() -> None:
     tasks = [asyncio.create_task(operate(i)) for i in range(4)]
     await _until(lambda: len(granted) == 2)  # the burst, with no time passing
     await asyncio.sleep(0.05)  # the pacer's pump runs meanwhile: it must not grant without tokens
-    assert granted == [0, 1] and pacer.waiting == 2
+    assert granted == [0, 1] and pacer.operations_waiting == 2
     clock.now += 0.021  # then one per 1/50 s (a hair more: float sums)
     await _until(lambda: len(granted) == 3)
-    assert pacer.waiting == 1
+    assert pacer.operations_waiting == 1
     clock.now += 0.021
     await asyncio.wait_for(asyncio.gather(*tasks), 30)
     assert granted == [0, 1, 2, 3]

@@ -29,6 +29,7 @@ from controller.decide import (
     complete_operation,
     decide,
 )
+from controller.demand import DecidedBy, Demand
 from controller.gpuvm import GpuVmSpec, SpecError, VmRef, parse_spec
 from controller.power import (
     Action,
@@ -69,7 +70,7 @@ FAILURES = [
 ]
 SETTLED = [PowerState.RUNNING, PowerState.DEALLOCATED, PowerState.STOPPED]
 
-valid_specs = st.builds(GpuVmSpec, vm=st.just(VM), desired_state=st.sampled_from(DesiredState),
+valid_specs = st.builds(GpuVmSpec, vm=st.just(VM), desired_state=st.sampled_from(DesiredState),  # Auto too
                         drift_policy=st.sampled_from(DriftPolicy), deletion_policy=st.sampled_from(DeletionPolicy))
 specs = st.one_of(st.builds(SpecError, st.sampled_from(["spec", "spec.vm", "spec.desiredState"]), st.just("bad")), valid_specs)
 def mostly(common: Any, rare: list[Any]) -> st.SearchStrategy[Any]:
@@ -101,6 +102,7 @@ class World:
     delete: bool
     seconds: float
     jitter: float
+    wanted: bool | None = None  # desiredState Auto: demand changed (a claim came or went); None: as before
 
 
 worlds = st.builds(
@@ -115,11 +117,19 @@ worlds = st.builds(
     delete=st.integers(0, 9).map(lambda i: i == 0),  # deletion is rarer than the rest
     seconds=st.floats(min_value=0, max_value=4000, allow_nan=False),
     jitter=st.floats(min_value=0, max_value=0.999),
+    wanted=st.none() | st.booleans(),
 )
 
 
-def target_of(spec: GpuVmSpec, *, deleting: bool) -> PowerState:
-    return PowerState.DEALLOCATED if deleting else spec.desired_state.power_state
+def demand_of(wanted: bool) -> Demand:
+    """What demand.evaluate says, as far as decide reads it: wanted (by claims) or idle."""
+    return Demand(wanted=wanted, decided_by=DecidedBy.CLAIMS if wanted else DecidedBy.IDLE)
+
+
+def target_of(spec: GpuVmSpec, *, deleting: bool, demand: Demand, now: dt.datetime) -> PowerState:
+    if deleting:
+        return PowerState.DEALLOCATED
+    return demand.target(now) if spec.desired_state is DesiredState.AUTO else spec.desired_state.power_state
 
 
 @dataclass
@@ -135,6 +145,13 @@ class Engine:
     last_operation: LastOperation | None = None
     start_failures: StartFailures | None = None
     converged_generation: int | None = None
+    demand: Demand = demand_of(False)
+    spot: bool = False  # a Spot VM: Azure deallocating it while wanted is an eviction, not drift
+
+    @property
+    def target(self) -> PowerState:
+        assert isinstance(self.spec, GpuVmSpec)
+        return target_of(self.spec, deleting=self.deleting, demand=self.demand, now=self.now)
 
     def situation(self, world: World) -> Situation:
         observation = self.azure if world.observation_failure is None else None
@@ -151,6 +168,8 @@ class Engine:
             last_operation=self.last_operation,
             start_failures=self.start_failures,
             request_failure=RequestFailure(world.request_failure, self.now) if world.request_failure else None,
+            demand=self.demand if isinstance(self.spec, GpuVmSpec) and self.spec.desired_state is DesiredState.AUTO else None,
+            spot=self.spot,
         )
 
     def advance(self, world: World) -> None:
@@ -163,6 +182,8 @@ class Engine:
             self.spec, self.generation = world.spec, self.generation + 1
         if world.delete:
             self.deleting = True
+        if world.wanted is not None:
+            self.demand = demand_of(world.wanted)
         if world.end_operation and self.in_flight is not None:
             if world.operation_failure is None:
                 self.azure = replace(self.azure, power_state=self.in_flight.target, provisioning_state=ProvisioningState.SUCCEEDED)
@@ -192,7 +213,8 @@ def check(situation: Situation, decision: Decision) -> None:
     assert situation.observation is not None, "acted without observing the VM"
     assert isinstance(situation.spec, GpuVmSpec), "acted on an invalid spec"
     assert not (situation.deleting and situation.spec.deletion_policy is DeletionPolicy.RETAIN), "acted under Retain"
-    target = target_of(situation.spec, deleting=situation.deleting)
+    demand = situation.demand or demand_of(False)
+    target = target_of(situation.spec, deleting=situation.deleting, demand=demand, now=situation.now)
     assert decision.action.target is target, f"{decision.action.value} while the desired power state is {target.value}"
     assert situation.observation.power_state is not target, "acted on a VM already in the desired state"
     assert not situation.observation.busy, "acted while Azure is busy with the VM"
@@ -204,15 +226,16 @@ def settled_in_desired_state(engine: Engine, world: World) -> Situation | None:
     """The situation once Azure has settled in the desired state (no operation of ours left)."""
     if not isinstance(engine.spec, GpuVmSpec):
         return None
-    target = target_of(engine.spec, deleting=engine.deleting)
+    target = engine.target
     observation = Observation(target, ProvisioningState.SUCCEEDED, engine.now, facts=VmFacts(VM.resource_id, VM.name))
     return replace(engine.situation(world), in_flight=None, refusal=None, observation=observation, observation_failure=None)
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(first=specs, azure=observations, steps=st.lists(worlds, min_size=1, max_size=25))
-def test_decide_over_any_sequence_of_situations(first: GpuVmSpec | SpecError, azure: Observation, steps: list[World]) -> None:
-    engine = Engine(spec=first, azure=azure)
+@given(first=specs, azure=observations, steps=st.lists(worlds, min_size=1, max_size=25), spot=st.booleans())
+def test_decide_over_any_sequence_of_situations(first: GpuVmSpec | SpecError, azure: Observation, steps: list[World],
+                                                spot: bool) -> None:
+    engine = Engine(spec=first, azure=azure, spot=spot)
     for world in steps:
         engine.advance(world)
         situation = engine.situation(world)
@@ -231,13 +254,13 @@ def test_decide_over_any_sequence_of_situations(first: GpuVmSpec | SpecError, az
 
 @settings(max_examples=300, deadline=None)
 @given(first=specs, azure=observations, steps=st.lists(worlds.map(lambda w: replace(w, delete=False)), min_size=1, max_size=15),
-       last=specs)
+       last=specs, spot=st.booleans())
 def test_the_last_intent_wins_once_azure_follows(
-    first: GpuVmSpec | SpecError, azure: Observation, steps: list[World], last: Any
+    first: GpuVmSpec | SpecError, azure: Observation, steps: list[World], last: Any, spot: bool
 ) -> None:
     """Whatever happened before, a valid last spec is reached: Azure settles and follows the
     requested operations (they succeed), and after at most one action the GpuVm is Reconciled."""
-    engine = Engine(spec=first, azure=azure)
+    engine = Engine(spec=first, azure=azure, spot=spot)
     for world in steps:
         engine.advance(world)
         engine.record(decide(engine.situation(world), timing=TIMING, jitter=world.jitter))
@@ -264,7 +287,7 @@ def test_the_last_intent_wins_once_azure_follows(
             power = decision.action.target
             engine.advance(World(None, None, None, None, True, None, None, False, 1.0, 0.5))
     assert decision.ready, (decision.reason, decision.message)
-    assert len(actions) <= 1 and power is last.desired_state.power_state
+    assert len(actions) <= 1 and power.reaches(engine.target)
     assert engine.converged_generation == engine.generation
 
 
@@ -299,6 +322,16 @@ gpuvm_specs = json_values | near({
     "desiredState": st.sampled_from([s.value for s in DesiredState] + ["running", "On"]),
     "driftPolicy": st.sampled_from([s.value for s in DriftPolicy]),
     "deletionPolicy": st.sampled_from([s.value for s in DeletionPolicy]),
+    "idleTimeout": st.sampled_from(["0s", "10m", "1h30m", "10", "-5m", "1d"]) | st.text(max_size=8),
+    "stopMode": st.sampled_from(["Deallocate", "Hibernate", "Sleep"]),
+    "schedule": near({
+        "timeZone": st.sampled_from(["UTC", "Europe/Berlin", "Mars/Olympus", ""]) | st.text(max_size=12),
+        "windows": st.lists(near({
+            "days": st.sampled_from(["Mon-Fri", "Sat,Sun", "Fri-Mon", "Mon-Mon", "Funday"]) | st.text(max_size=8),
+            "start": st.sampled_from(["08:00", "23:59", "24:00", "8:00", "25:00"]) | st.integers(),
+            "end": st.sampled_from(["18:30", "24:00", "00:00", "08:00"]) | st.integers(),
+        }), max_size=3),
+    }),
 })
 statuses = json_values | near({
     "convergedGeneration": st.integers(min_value=-3, max_value=2**63) | st.booleans(),
@@ -311,6 +344,10 @@ statuses = json_values | near({
         "error": near({"code": st.text(), "message": st.text()}),
     }),
     "startFailures": near({"count": st.integers() | st.booleans(), "lastCode": st.text(), "nextRetryAt": times}),
+    "demand": near({"decidedBy": st.sampled_from(["Claims", "Idle", "Nope"]), "idleSince": times, "deallocateAt": times}),
+    "stopMode": near({"requested": st.sampled_from(["Hibernate", "Deallocate"]),
+                      "effective": st.sampled_from(["Deallocate", "Hibernate"]), "reason": st.text()}),
+    "evictions": near({"count": st.integers() | st.booleans(), "lastAt": times}),
     "conditions": st.lists(near({
         "type": st.just("Ready"), "status": st.sampled_from(["True", "False", "Maybe"]),
         "lastTransitionTime": times, "reason": st.text(), "message": st.text(),

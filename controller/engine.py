@@ -527,6 +527,8 @@ class Engine:
             fresh = self._look(t, vm, need_fresh_tags=True)
             if fresh.pending:
                 return None  # the read of the tags wakes it
+            if fresh.failure is not None:  # the read failed: no action without the consent; say why
+                decision = self._decide(t, vm, fresh, tag_failure, demand, now)
         if decision.evicted:
             self._evicted(t, vm, now)
         if decision.action is not None and vm is not None:

@@ -38,8 +38,12 @@ from controller.reasons import Failure, Reason
 log = logging.getLogger(__name__)
 
 # Failures of a walk that say the same about every VM of the subscription: no point reading the
-# VMs one by one to learn it again (no token, Azure unreachable, throttled).
-SUBSCRIPTION_WIDE = frozenset({Reason.AUTHENTICATION_FAILED, Reason.AZURE_ERROR, Reason.THROTTLED})
+# VMs one by one to learn it again (no token, throttled). Other errors (5xx, a gateway's HTML
+# page, Azure unreachable) may hold for list pages alone: the walk is retried soon, and after
+# WALK_FAILURES_BEFORE_READS failed walks in a row the VMs it cannot tell about are read alone.
+SUBSCRIPTION_WIDE = frozenset({Reason.AUTHENTICATION_FAILED, Reason.THROTTLED})
+WALK_FAILURES_BEFORE_READS = 3
+WALK_RETRY = 2.0  # seconds before a failed walk is tried again (doubling, capped by the resync interval)
 
 # A busy walk (all pages of the subscription) is worth it while it costs at most this share of
 # what one status poll per operation in flight would (a walk ends them all at once).
@@ -99,6 +103,7 @@ class _Subscription:
     pages: int = 1  # pages the last walk read
     synced: bool = False  # the first walk and tag cycle are done (or failed: then VMs read alone)
     failure: Failure | None = None  # why the last walk failed, when that holds for every VM of it
+    walk_failures: int = 0  # failed walks in a row
     new_reads: int = 0  # GETs of VMs new to this process since the last round
     newcomers: set[str] = field(default_factory=set)  # VMs waiting for the next round
     round_wanted: bool = False  # a walk and a whole tag cycle as soon as possible
@@ -169,7 +174,7 @@ class Fleet:
                 return Look(None, sub.failure)  # the next walk retries it for every VM at once
             if vm.key in sub.newcomers:
                 return Look(None, pending=True)
-            if state.last_failure is None and not state.reading and sub.new_reads >= 2 * sub.pages:
+            if state.last_failure is None and not state.reading and not sub.walk_failures and sub.new_reads >= 2 * sub.pages:
                 # Many VMs new at once (GpuVms created in bulk): one walk and one tag cycle tell
                 # all of them for what their GETs would cost.
                 sub.newcomers.add(vm.key)
@@ -188,7 +193,9 @@ class Fleet:
             return Look(None, state.last_failure) if state.last_failure is not None else Look(obs)
         if need_fresh_tags:
             if state.tags_at is None or (now - state.tags_at).total_seconds() >= s.tag_refresh:
-                self._read(state, "fresh-tags")
+                self._read(state, "fresh-tags")  # (again, once Azure's per-VM budget allows)
+                if state.last_failure is not None:
+                    return Look(None, state.last_failure)  # the read before acting failed: show why
                 return Look(obs, pending=True)
         elif obs.busy or not obs.power_state.settled:
             if (now - obs.observed_at).total_seconds() >= s.transition_poll:
@@ -351,7 +358,7 @@ class Fleet:
                 groups = self._groups(keys) if sub.per_group else [None]
                 with reading(lane_, "busy-walk" if busy else "walk"):
                     pages = await self._walk(subscription, keys, groups, notify=sub.synced)
-                sub.pages, sub.walk_started = pages, started
+                sub.pages, sub.walk_started, sub.walk_failures = pages, started, 0
                 self._walk_failed(subscription, sub, None)
                 with reading(Lane.REACTION if whole else Lane.BACKGROUND, "tags"):
                     await self._tags(subscription, sub, groups, whole_cycle=whole)
@@ -369,7 +376,9 @@ class Fleet:
                     sub.tag_index, sub.tag_continuation, sub.tags_not_before = 0, None, 0.0
                     continue
                 log.warning("bulk observation of subscription %s failed: %s %s", subscription, e.failure.code, e.failure.message)
-                self._walk_failed(subscription, sub, e.failure if e.failure.reason in SUBSCRIPTION_WIDE else None)
+                sub.walk_failures += 1
+                shared = e.failure.reason in SUBSCRIPTION_WIDE or sub.walk_failures < WALK_FAILURES_BEFORE_READS
+                self._walk_failed(subscription, sub, e.failure if shared else None)
                 self._synced(subscription, sub)  # the VMs are read one by one instead of waiting for a walk
             except Exception:  # noqa: BLE001 - the walk must go on; a bug is logged
                 log.exception("bulk observation of subscription %s failed unexpectedly", subscription)
@@ -409,6 +418,8 @@ class Fleet:
         in flight and a walk is cheaper than polling them (``BUSY_WALK_COST_SHARE``)."""
         loop = asyncio.get_running_loop()
         deadline = started + self.settings.resync
+        if sub.walk_failures:  # a failed walk is tried again soon, not a resync interval later
+            deadline = min(deadline, started + WALK_RETRY * 2 ** min(sub.walk_failures - 1, 5))
         while (remaining := deadline - loop.time()) > 0 and not sub.round_wanted:
             in_flight = self.in_flight(subscription)
             if in_flight and sub.pages <= max(1.0, in_flight * BUSY_WALK_COST_SHARE):

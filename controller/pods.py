@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import kubernetes
+from kubernetes import watch as kube_watch
 
 from controller.demand import CLAIMANT_LABEL
 
@@ -93,8 +94,8 @@ class PodPhases:
                 log.warning("watching claimant Pods%s failed: %s %s; retrying in %.0f s",
                             f" in {namespace}" if namespace else "", e.status, e.reason, backoff)
             except Exception as e:  # noqa: BLE001 - network errors, timeouts: the watch must go on
-                log.warning("watching claimant Pods%s failed: %s; retrying in %.0f s",
-                            f" in {namespace}" if namespace else "", type(e).__name__, backoff)
+                log.warning("watching claimant Pods%s failed: %s: %s; retrying in %.0f s",
+                            f" in {namespace}" if namespace else "", type(e).__name__, str(e)[:200], backoff)
             if self._stop.wait(backoff):
                 return
             backoff = min(backoff * 2, _BACKOFF_MAX)
@@ -109,7 +110,7 @@ class PodPhases:
 
     def _watch(self, namespace: str, version: str) -> str:
         """One watch request; returns the resourceVersion to resume from."""
-        watch = kubernetes.watch.Watch()
+        watch = kube_watch.Watch()
         kwargs: dict[str, Any] = {"label_selector": SELECTOR, "resource_version": version, "allow_watch_bookmarks": True,
                                   "timeout_seconds": WATCH_SECONDS, "_request_timeout": WATCH_SECONDS + 30}
         call = (self._core.list_namespaced_pod, namespace) if namespace else (self._core.list_pod_for_all_namespaces,)
@@ -121,12 +122,15 @@ class PodPhases:
             if kind == "ERROR":
                 raw = event.get("raw_object") or {}
                 raise kubernetes.client.ApiException(status=raw.get("code"), reason=raw.get("reason"))
-            pod = event["object"]
-            version = pod.metadata.resource_version or version
-            if kind == "BOOKMARK":
+            # The raw JSON: the client's models do not survive every event (a BOOKMARK's object
+            # is a bare metadata, left undecoded).
+            raw = event.get("raw_object") or {}
+            meta = raw.get("metadata") or {}
+            version = meta.get("resourceVersion") or version
+            if kind == "BOOKMARK" or not meta.get("uid"):
                 continue
-            phase = None if kind == "DELETED" else ((pod.status.phase if pod.status else None) or "Pending")
-            self._tell(pod.metadata.uid, phase)
+            phase = None if kind == "DELETED" else ((raw.get("status") or {}).get("phase") or "Pending")
+            self._tell(meta["uid"], phase)
         return version
 
     def read(self, namespace: str, name: str, uid: str) -> str | None:

@@ -391,7 +391,7 @@ class AzureComputeSimulator:
         vm = self._find(name, resource_group, subscription_id)
         if vm.operation is not None:
             self._finish(vm.operation, OperationStatus.CANCELED, OperationError(
-                "OperationPreempted", wire.default_failure_message("OperationPreempted", size="", location="")))
+                "OperationPreempted", wire.default_failure_message("OperationPreempted")))
         del self._vms[vm.key]
         for group in (self._by_rg[vm.key[:2]], self._by_sub[vm.key[0]]):
             group.remove(vm)
@@ -430,8 +430,9 @@ class AzureComputeSimulator:
         new = token or secrets.token_urlsafe(32)
         if new in self._principals:
             raise ValueError("that token is already in use")
-        principal = _Principal(new, source.patterns)
-        principal.object_id = source.object_id  # the same identity: RBAC and logs see one principal
+        principal = _Principal(new, None)
+        principal.admin, principal.grants = source.admin, source.grants  # the same permissions ...
+        principal.object_id = source.object_id  # ... and identity: RBAC and logs see one principal
         self._principals[new] = principal
         return new
 

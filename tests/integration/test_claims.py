@@ -86,7 +86,11 @@ def test_two_jobs_share_a_vm_the_first_to_finish_does_not_switch_it_off(
     wait_for(lambda: azure.power("vm-2") == "deallocated", 20, what="switched off after the last claim")
 
 
-def test_a_finished_owner_pod_releases_its_claim_at_once(cluster: Cluster, azure: Azure, operator: OperatorRunner) -> None:
+def test_a_finished_owner_pod_releases_its_claim_at_once(
+    cluster: Cluster, azure: Azure, start_operator: Callable[..., OperatorRunner]
+) -> None:
+    """The claimant Pod watch tells at once: claims are looked at again only every 300 s here."""
+    start_operator(["--resync-interval", "300"])
     auto(cluster, "owned", "vm-3", idle="0s")
     pod = cluster.pod("train-7f2c-xk2p9", labels={"gpuvm.dev/claimant": "true"})
     cluster.claim("train-7f2c", "owned", owner=pod)

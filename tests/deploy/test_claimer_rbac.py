@@ -89,7 +89,7 @@ def enforced_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[lis
 
         # 2. owned by its Pod, in the job's Pod (downward API)
         done = subprocess.run([CLI, "claim", "a100", "--", "true"], capture_output=True, text=True, timeout=90,
-                              env={**env, "POD_NAME": "job-x", "POD_UID": "uid-x", "POD_NAMESPACE": NS})
+                              env={**env, "POD_NAME": "job-x", "POD_UID": kube.pod("job-x"), "POD_NAMESPACE": NS})
         assert done.returncode == 0, done.stderr
 
         # 3. a VM that never comes: the wait times out (and reads the claim's last state)

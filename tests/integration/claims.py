@@ -166,6 +166,12 @@ class Kube:
         self.cluster.create(name, {"vm": {"resourceGroup": "rg-gpu", "name": f"vm-{name}"}, "desiredState": desired},
                             labels=labels)
 
+    def pod(self, name: str) -> str:
+        """A Pod for a job (never scheduled: no kubelet here) to own a claim; its uid. The owner must
+        exist: the garbage collector deletes a claim whose owner reference names no live object."""
+        body = {"metadata": {"name": name}, "spec": {"containers": [{"name": "job", "image": "busybox:1.36"}]}}
+        return str(self.cluster.core.create_namespaced_pod(NS, body).metadata.uid)
+
     def claims(self) -> list[dict[str, Any]]:
         return self.api.list_namespaced_custom_object(GROUP, VERSION, NS, CLAIM_PLURAL)["items"]
 

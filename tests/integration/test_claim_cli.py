@@ -123,7 +123,8 @@ def test_in_a_pod_the_claim_is_owned_by_the_pod(kube: Kube, operator_stand_in: C
         "import json, urllib.request;"
         f"open({str(record)!r}, 'w').write(urllib.request.urlopen('{kube.emulator.url}/apis/{GROUP}/{VERSION}/namespaces/{NS}/{CLAIM_PLURAL}').read().decode())"
     )
-    env = env_for(kube, POD_NAME="train-7f2c-xk2p9", POD_UID="0f4e7a3c-1111-2222-3333-444455556666", POD_NAMESPACE=NS)
+    uid = kube.pod("train-7f2c-xk2p9")
+    env = env_for(kube, POD_NAME="train-7f2c-xk2p9", POD_UID=uid, POD_NAMESPACE=NS)
     done = run(kube, "a100", "--", sys.executable, "-c", script, env=env)
     assert done.returncode == 0, done.stderr
     import json
@@ -131,7 +132,7 @@ def test_in_a_pod_the_claim_is_owned_by_the_pod(kube: Kube, operator_stand_in: C
     (held,) = json.loads(record.read_text())["items"]
     assert held["metadata"]["name"].startswith("train-7f2c-xk2p9-")
     assert held["metadata"]["ownerReferences"] == [
-        {"apiVersion": "v1", "kind": "Pod", "name": "train-7f2c-xk2p9", "uid": "0f4e7a3c-1111-2222-3333-444455556666"}
+        {"apiVersion": "v1", "kind": "Pod", "name": "train-7f2c-xk2p9", "uid": uid}
     ]
     assert "leaseDurationSeconds" not in held["spec"] and "renewTime" not in held["spec"]
     assert "(owned by Pod train-7f2c-xk2p9)" in progress_lines(done.stderr)[0]
@@ -293,13 +294,14 @@ def test_the_job_hears_when_its_claim_stops_counting(kube: Kube, operator_stand_
     """The owner Pod is reported finished while the command still runs (a stand-in for any loss)."""
     kube.gpuvm("a100")
     go_on = tmp_path / "go-on"
-    env = env_for(kube, POD_NAME="job-pod", POD_UID="uid-1")
+    uid = kube.pod("job-pod")
+    env = env_for(kube, POD_NAME="job-pod", POD_UID=uid)
     proc = start(kube, "a100", "--", sys.executable, "-c",
                  f"import os, time\nwhile not os.path.exists({str(go_on)!r}): time.sleep(0.05)", env=env)
     try:
         wait_for(lambda: any((c.get("status") or {}).get("phase") == "Bound" and c["status"]["conditions"][0]["status"] == "True"
                              for c in kube.claims()), 30, what="claim ready")
-        operator_stand_in.pod_phases["uid-1"] = "Failed"
+        operator_stand_in.pod_phases[uid] = "Failed"
         wait_for(lambda: any((c.get("status") or {}).get("phase") == "Released" for c in kube.claims()), 30, what="released")
         go_on.touch()
         _, err = proc.communicate(timeout=60)

@@ -22,9 +22,10 @@ import pytest
 
 from controller import claimer
 from controller.demand import CLAIM_PLURAL
-from controller.gpuvm import GROUP, VERSION
+from controller.gpuvm import GROUP, PLURAL, VERSION
 from testbed.sandbox import wait_for
 from tests.integration.claims import NS, STUCK_LABEL, ClaimsStandIn, Kube, kube_with_crds
+from tests.integration.cli import emulator_identity
 
 BIN = Path(sys.executable).parent
 CLI = str(BIN / "gpuvm-operator")
@@ -188,10 +189,13 @@ def test_without_an_operator_the_timeout_says_nobody_bound_the_claim(kube: Kube)
 
 
 def test_not_allowed(kube: Kube) -> None:
+    """The job may read the GpuVm and do all but create claims (a role short of gpuvm-claimer)."""
     kube.gpuvm("a100")
-    kube.emulator.authorizer = lambda a: ("system:serviceaccount:ml:trainer"
-                                          if a.user_agent.startswith("gpuvm-claim/") and a.verb == "create" else None)
-    done = run(kube, "a100", "--", "true")
+    token = emulator_identity(kube.cluster, user="system:serviceaccount:ml:trainer", rules=[
+        {"apiGroups": [GROUP], "resources": [PLURAL], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [GROUP], "resources": [CLAIM_PLURAL], "verbs": ["get", "list", "watch", "patch", "delete"]},
+    ])
+    done = run(kube, "a100", "--", "true", env=env_for(kube, KUBECONFIG=str(kube.kubeconfig_with(token))))
     assert done.returncode == claimer.EXIT_NOT_ALLOWED == 77
     line = one_error_line(done)
     assert line.startswith("gpuvm-operator claim: error: not allowed to create a GpuVmClaim for a100: gpuvmclaims.gpuvm.dev "

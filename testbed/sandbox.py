@@ -22,7 +22,7 @@ from kubernetes import client
 from testbed.azuresim import AzureComputeSimulator, SimulatorConfig, SimVm
 from controller.config import OperatorConfig, parse_config
 from controller.gpuvm import GROUP, KIND, PLURAL, VERSION
-from testbed.kubeemu import KubeEmulator
+from testbed.kubeemu import Identity, KubeEmulator, Rule
 from controller.operator import run_operator, startup_failure
 from testbed import kubectl_apply
 from testbed.serving import ServerThread
@@ -97,19 +97,48 @@ def write_kubeconfig(path: Path, server: str, *, token: str | None = None, conte
     return path
 
 
+# The bearer token of the sandbox's own client: ignored while the emulator's RBAC is off, and
+# kept working (as ``admin_identity``) by whoever turns RBAC on in a running sandbox.
+ADMIN_TOKEN = "sandbox-admin-token"
+
+
+def admin_identity(token: str = ADMIN_TOKEN) -> Identity:
+    """kubeadm's ``kubernetes-admin`` (cluster-admin): every verb on every resource and path.
+
+    For test drivers (a test's own client, an operator stand-in) once the emulator enforces RBAC:
+    on a real cluster they would be an administrator too, not the identity under test.
+    """
+    everything = [Rule(verbs=["*"], api_groups=["*"], resources=["*"]), Rule(verbs=["*"], non_resource_urls=["*"])]
+    return Identity("kubernetes-admin", token=token, rules=everything)
+
+
+def api_client(url: str, *, token: str | None = None, user_agent: str | None = None) -> client.ApiClient:
+    """An official-client ApiClient for the emulator at ``url``, sending ``token`` as its bearer token
+    (the Python client sends it over plain HTTP; client-go, hence kubectl, does not)."""
+    configuration = client.Configuration()
+    configuration.host = url
+    if token is not None:
+        configuration.api_key = {"authorization": token}
+        configuration.api_key_prefix = {"authorization": "Bearer"}
+    api = client.ApiClient(configuration)
+    if user_agent is not None:
+        api.user_agent = user_agent
+    return api
+
+
 class Cluster:
     """The Kubernetes side, through the official client, as kubectl users see it.
 
-    Calls default to one namespace, as ``kubectl -n`` would.
+    Calls default to one namespace, as ``kubectl -n`` would. ``token``: the client's bearer token,
+    for an emulator with identities (``admin_identity`` is the one test drivers use).
     """
 
-    def __init__(self, thread: ServerThread, *, namespace: str = "default") -> None:
+    def __init__(self, thread: ServerThread, *, namespace: str = "default", token: str | None = None) -> None:
         self.thread = thread
         self.default_namespace = namespace
+        self.token = token
         self.emulator: KubeEmulator = thread.server  # type: ignore[assignment]
-        configuration = client.Configuration()
-        configuration.host = self.emulator.url
-        self.api_client = client.ApiClient(configuration)
+        self.api_client = api_client(self.emulator.url, token=token)
         self.custom = client.CustomObjectsApi(self.api_client)
         self.core = client.CoreV1Api(self.api_client)
 
@@ -469,7 +498,11 @@ class OperatorRunner:
 
 
 class Sandbox:
-    """Starts the emulator and the simulator; starts operators on demand; stops all of it."""
+    """Starts the emulator and the simulator; starts operators on demand; stops all of it.
+
+    The emulator starts without RBAC; ``cluster`` sends ``ADMIN_TOKEN`` so that a test may turn RBAC
+    on (with ``admin_identity`` among the identities) without locking out its own client.
+    """
 
     def __init__(
         self,
@@ -491,7 +524,7 @@ class Sandbox:
     def start(self) -> "Sandbox":
         self._kube.start()
         self._azure.start()
-        self.cluster = Cluster(self._kube, namespace=self.namespace)
+        self.cluster = Cluster(self._kube, namespace=self.namespace, token=ADMIN_TOKEN)
         if self.namespace not in ("default", "kube-system"):
             self.cluster.namespace(self.namespace)
         self.azure = Azure(self._azure)

@@ -5,8 +5,8 @@ which answers kopf and the official ``kubernetes`` client the way kube-apiserver
 for the subset they use: discovery, CRUD with resourceVersion/generation bookkeeping, status
 subresources, finalizers, selectors, paging, resumable watches with bookmarks, CRD schema
 pruning/defaulting/validation including CEL rules, metadata.managedFields, pods, garbage
-collection by ownerReferences, and (optional) bearer-token RBAC with SelfSubjectAccessReviews;
-plus seeded fault injection for chaos runs. Divergences are listed in README.md here.
+collection by ownerReferences, and (optional) bearer-token RBAC with SelfSubjectAccessReviews and
+SelfSubjectReviews; plus seeded fault injection for chaos runs. Divergences are listed in README.md here.
 """
 
 from .authz import Identity, Rule

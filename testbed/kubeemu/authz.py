@@ -10,7 +10,8 @@ apiserver's message (``endpoints/handlers/responsewriters/errors.go``, ``forbidd
 
 Every authenticated identity also has what the default cluster roles give ``system:authenticated``
 (``system:discovery``, ``system:basic-user``, ``system:public-info-viewer``): discovery, /version,
-health, and creating SelfSubjectAccessReviews; the anonymous user only /version and health.
+health, and creating SelfSubjectAccessReviews and SelfSubjectReviews; the anonymous user only /version
+and health.
 
 Rules can be written out (``Rule``) or taken from RBAC manifests (``Identity.from_rbac``: the
 Roles, ClusterRoles and bindings naming a subject), so a test can run with the RBAC a deployment ships.
@@ -150,6 +151,19 @@ class Identity:
 
 
 @dataclass(frozen=True)
+class Subject:
+    """Who made a request, as the authenticator tells: the name, the groups (those the identity was given,
+    then the ones a service account and any authenticated user are in), and the rules (None: RBAC off)."""
+
+    user: str
+    groups: tuple[str, ...]
+    rules: tuple[Rule, ...] | None
+
+
+UNCHECKED = Subject("", (), None)  # RBAC off: nobody is authenticated, everything is allowed
+
+
+@dataclass(frozen=True)
 class Decision:
     allowed: bool
     reason: str = ""
@@ -165,15 +179,19 @@ class Authorizer:
                 raise ValueError(f"two identities share a token ({self.identities[identity.token].name!r}, {identity.name!r})")
             self.identities[identity.token] = identity
 
-    def authenticate(self, authorization: str) -> tuple[str, tuple[Rule, ...]]:
-        """(user name, rules) for an Authorization header; 401 for a token nobody has."""
+    def authenticate(self, authorization: str) -> Subject:
+        """Who sends an Authorization header; 401 for a token nobody has."""
         if not authorization:
-            return ANONYMOUS, ANONYMOUS_RULES
+            return Subject(ANONYMOUS, ("system:unauthenticated",), ANONYMOUS_RULES)
         scheme, _, token = authorization.partition(" ")
         identity = self.identities.get(token.strip()) if scheme.lower() == "bearer" else None
         if identity is None:
             raise ApiError(401, "Unauthorized", "Unauthorized")
-        return identity.name, identity.rules + AUTHENTICATED_RULES
+        sa = identity.name.split(":")
+        implied = (("system:serviceaccounts", f"system:serviceaccounts:{sa[2]}")
+                   if identity.name.startswith("system:serviceaccount:") and len(sa) == 4 else ())
+        return Subject(identity.name, (*identity.groups, *implied, "system:authenticated"),
+                       identity.rules + AUTHENTICATED_RULES)
 
     @staticmethod
     def decide(user: str, rules: Sequence[Rule], access: Access) -> Decision:
@@ -235,6 +253,22 @@ def self_subject_access_review(body: Any, *, user: str, rules: Sequence[Rule] | 
             status["reason"] = decision.reason
     return {"kind": "SelfSubjectAccessReview", "apiVersion": "authorization.k8s.io/v1",
             "metadata": {"creationTimestamp": None}, "spec": spec, "status": status}
+
+
+def self_subject_review(body: Any, *, subject: Subject, now: str) -> dict[str, Any]:
+    """The answer to a SelfSubjectReview create (``kubectl auth whoami``): the caller as authenticated.
+
+    As pkg/registry/authentication/selfsubjectreview: the body is only checked to be an object; empty
+    fields are left out (with RBAC off nobody is authenticated, so ``userInfo`` is empty)."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "BadRequest", "the body must be a SelfSubjectReview object")
+    user_info: dict[str, Any] = {}
+    if subject.user:
+        user_info["username"] = subject.user
+    if subject.groups:
+        user_info["groups"] = list(subject.groups)
+    return {"kind": "SelfSubjectReview", "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"creationTimestamp": now}, "status": {"userInfo": user_info}}
 
 
 def load_identities(document: Any, *, base: pathlib.Path | None = None) -> list[Identity]:

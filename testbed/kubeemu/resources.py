@@ -104,6 +104,8 @@ BUILTINS: tuple[ResourceInfo, ...] = (
     ResourceInfo("coordination.k8s.io", "v1", "leases", "lease", "Lease", True),
     ResourceInfo("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "selfsubjectaccessreview",
                  "SelfSubjectAccessReview", False, verbs=("create",)),
+    ResourceInfo("authentication.k8s.io", "v1", "selfsubjectreviews", "selfsubjectreview", "SelfSubjectReview", False,
+                 verbs=("create",)),
     ResourceInfo(CRD_GROUP, "v1", "customresourcedefinitions", "customresourcedefinition", "CustomResourceDefinition",
                  False, ("crd", "crds"), ("api-extensions",), status_subresource=True, tracks_generation=True),
 )

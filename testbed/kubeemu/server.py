@@ -23,7 +23,7 @@ from multidict import CIMultiDict
 from . import errors as E
 from . import managedfields as mf
 from .access import Access, AccessLog, request_attributes
-from .authz import Authorizer, Identity, forbidden, self_subject_access_review
+from .authz import UNCHECKED, Authorizer, Identity, Subject, forbidden, self_subject_access_review, self_subject_review
 from .faults import Fault, FaultSet, FaultSpecError
 from .patches import (
     PatchApplyError,
@@ -34,7 +34,7 @@ from .patches import (
 )
 from .resources import CRD_GROUP, ResourceInfo, sort_versions
 from .selectors import matcher, parse_field_selector, parse_label_selector
-from .store import Author, Store, decode_continue, delete_options_problems, encode_continue
+from .store import Author, Store, decode_continue, delete_options_problems, encode_continue, now_rfc3339
 from .watch import Watcher
 
 KUBE_VERSION = {"major": "1", "minor": "36", "gitVersion": "v1.36.0-kubeemu", "gitCommit": "kubeemu",
@@ -54,7 +54,8 @@ _VERBS = {
 
 
 SSAR = "authorization.k8s.io/selfsubjectaccessreviews"
-_SUBJECT = web.RequestKey("kubeemu_subject", tuple)  # (user name, RBAC rules or None) of the request
+SSR = "authentication.k8s.io/selfsubjectreviews"
+_SUBJECT = web.RequestKey("kubeemu_subject", Subject)  # who made the request
 _KUSTOMIZATIONS = frozenset({"kustomization.yaml", "kustomization.yml"})
 
 
@@ -217,6 +218,10 @@ class KubeEmulator:
         """Turn authentication and RBAC on with these identities, or off (None: everything allowed)."""
         self._authorizer = None if identities is None else Authorizer(identities)
 
+    def identities(self) -> tuple[Identity, ...] | None:
+        """The identities in force (None: RBAC off), so a caller can add one to them with ``set_identities``."""
+        return None if self._authorizer is None else tuple(self._authorizer.identities.values())
+
     def add_fault(self, fault: Fault | str) -> int:
         """Install a fault (a spec string, see faults.py); returns its id. Call on the emulator's loop once started
         (``ServerThread.run_sync``) or over HTTP (``POST /_emu/faults``)."""
@@ -281,12 +286,12 @@ class KubeEmulator:
         """Authenticate and authorize (when identities are configured); remember who asked, for SSARs."""
         authorizer = self._authorizer
         if authorizer is None:
-            request[_SUBJECT] = ("", None)
+            request[_SUBJECT] = UNCHECKED
             return
-        user, rules = authorizer.authenticate(request.headers.get("Authorization", ""))
-        request[_SUBJECT] = (user, rules)
-        if not authorizer.decide(user, rules, access).allowed:
-            raise forbidden(user, access)
+        subject = authorizer.authenticate(request.headers.get("Authorization", ""))
+        request[_SUBJECT] = subject
+        if not authorizer.decide(subject.user, subject.rules or (), access).allowed:
+            raise forbidden(subject.user, access)
 
     async def _route(self, request: web.Request, label: list[str]) -> web.StreamResponse:
         assert self.store is not None
@@ -355,11 +360,13 @@ class KubeEmulator:
         fault = self.faults.request(verb.lower(), info.group, resource, ns or "", name or "")
         if fault is not None:
             raise fault.error(info.target, name or "")
-        if info.key == SSAR:
+        if info.key in (SSAR, SSR):
             if verb != "CREATE":
                 raise E.method_not_allowed("the server does not allow this method on the requested resource")
-            user, rules = request[_SUBJECT]
-            return _json(self_subject_access_review(await self._body(request), user=user, rules=rules), 201)
+            subject, body = request[_SUBJECT], await self._body(request)
+            if info.key == SSR:
+                return _json(self_subject_review(body, subject=subject, now=now_rfc3339()), 201)
+            return _json(self_subject_access_review(body, user=subject.user, rules=subject.rules), 201)
         if name is None and (ns is not None or not info.namespaced or verb in ("LIST", "WATCH")):
             if verb == "WATCH":
                 return await self._watch(request, info, ns)

@@ -1,11 +1,13 @@
 """gpuvm-claimer, the jobs' role, held to what the claim wrapper really does — enforced.
 
-The wrapper (``gpuvm-operator claim``, a real subprocess) runs against the emulator with an
-authorizer built from the *rendered* role bound by a RoleBinding in the job's namespace, the way
-docs/api.md tells users to bind it: a request the role does not allow gets the apiserver's 403
-and the wrapper fails. Then the recorded requests are compared with the role both ways: all
-allowed, and every grant used except the two documented for kubectl (gpuvms list and watch).
-The operator's part is played by the stand-in of tests/integration/claims.py.
+The wrapper (``gpuvm-operator claim``, a real subprocess) runs against the emulator as the job's
+ServiceAccount (a bearer token in its kubeconfig), whose rules are the emulator's reading of the
+*rendered* role bound by a RoleBinding in the job's namespace, the way docs/api.md tells users to
+bind it: a request the role does not allow gets the apiserver's 403 and the wrapper fails. Then
+the recorded requests are compared with the role both ways: all allowed, and every grant used
+except the two documented for kubectl (gpuvms list and watch). The operator's part is played by
+the stand-in of tests/integration/claims.py; it and the test's own client are the cluster's
+administrator.
 """
 
 from __future__ import annotations
@@ -22,26 +24,32 @@ import pytest
 from controller.claimer import USER_AGENT
 from controller.demand import CLAIM_PLURAL
 from controller.gpuvm import GROUP, PLURAL
-from testbed.kubeemu import KubeEmulator
+from testbed.kubeemu import Identity, KubeEmulator
 from testbed.kubeemu.access import Access
-from testbed.sandbox import wait_for
+from testbed.sandbox import admin_identity, wait_for
 from testbed.serving import ServerThread
 from tests.deploy.conftest import Grant, denied, grants_for, named, of_kind, render, unused
 from tests.integration.claims import NS, STUCK_LABEL, ClaimsStandIn, Kube
 
 JOB = ("ServiceAccount", "trainer", NS)
-JOB_USER = f"system:serviceaccount:{NS}:{JOB[1]}"
+JOB_USER = Identity.service_account_name(NS, JOB[1])
+JOB_TOKEN = "trainer-token"
 CLI = str(Path(sys.executable).parent / "gpuvm-operator")
 
 
-def claimer_grants(objects: Sequence[dict[str, Any]], namespace: str = NS) -> list[Grant]:
+def with_job_binding(objects: Sequence[dict[str, Any]], namespace: str = NS) -> list[dict[str, Any]]:
+    """The rendered objects, plus the RoleBinding of gpuvm-claimer to the job that docs/api.md tells users to write."""
     binding = {
         "kind": "RoleBinding",
         "metadata": {"name": "trainer-gpuvm", "namespace": namespace},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "gpuvm-claimer"},
         "subjects": [{"kind": "ServiceAccount", "name": JOB[1], "namespace": namespace}],
     }
-    return grants_for([*objects, binding], JOB)
+    return [*objects, binding]
+
+
+def claimer_grants(objects: Sequence[dict[str, Any]], namespace: str = NS) -> list[Grant]:
+    return grants_for(with_job_binding(objects, namespace), JOB)
 
 
 def wrapper(log: frozenset[Access]) -> set[Access]:
@@ -51,21 +59,16 @@ def wrapper(log: frozenset[Access]) -> set[Access]:
 @pytest.fixture(scope="module")
 def enforced_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[list[dict[str, Any]], frozenset[Access]]]:
     objects = render("default")
-    grants = claimer_grants(objects)
-
-    def authorize(access: Access) -> str | None:
-        if not access.user_agent.startswith("gpuvm-claim/"):
-            return None  # the test's own client and the operator's stand-in are not the job
-        return None if any(g.allows(access) for g in grants) else JOB_USER
-
+    job = Identity.from_rbac(with_job_binding(objects), name=JOB_USER, token=JOB_TOKEN)
+    assert job.rules, "the rendered role bound to the job grants nothing"
     workdir = tmp_path_factory.mktemp("claimer-rbac")
     thread = ServerThread(KubeEmulator(of_kind(objects, "CustomResourceDefinition"), bookmark_interval=1.0,
-                                       authorizer=authorize), name="kube-emulator").start()
+                                       identities=[job, admin_identity()]), name="kube-emulator").start()
     kube = Kube(thread, workdir)
-    stand_in = ClaimsStandIn(kube.emulator.url).start()
+    stand_in = ClaimsStandIn(kube.emulator.url, token=kube.cluster.token).start()
     try:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("POD_", "KUBERNETES_"))}
-        env.update(KUBECONFIG=str(kube.kubeconfig))
+        env.update(KUBECONFIG=str(kube.kubeconfig_with(JOB_TOKEN)))
         kube.gpuvm("a100")
         kube.gpuvm("stuck", labels={STUCK_LABEL: "AllocationFailed"})
 
@@ -89,7 +92,7 @@ def enforced_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[lis
 
         # 2. owned by its Pod, in the job's Pod (downward API)
         done = subprocess.run([CLI, "claim", "a100", "--", "true"], capture_output=True, text=True, timeout=90,
-                              env={**env, "POD_NAME": "job-x", "POD_UID": "uid-x", "POD_NAMESPACE": NS})
+                              env={**env, "POD_NAME": "job-x", "POD_UID": kube.pod("job-x"), "POD_NAMESPACE": NS})
         assert done.returncode == 0, done.stderr
 
         # 3. a VM that never comes: the wait times out (and reads the claim's last state)

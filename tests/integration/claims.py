@@ -24,7 +24,7 @@ from controller.demand import CLAIM_PLURAL, claim_state, gpuvm_view, liveness, p
 from controller.gpuvm import GROUP, PLURAL, VERSION
 from controller.status import render_claim_status
 from testbed.kubeemu import KubeEmulator
-from testbed.sandbox import Cluster, crd_files
+from testbed.sandbox import ADMIN_TOKEN, Cluster, api_client, crd_files
 from testbed.serving import ServerThread
 
 ROOT = Path(__file__).parents[2]
@@ -43,14 +43,13 @@ class ClaimsStandIn:
 
     A GpuVm in Auto with a Bound claim goes Deallocated -> Starting (``boot_polls`` polls) ->
     Running/Ready; with none it goes back to Deallocated at once (idle 0s). ``pod_phases`` plays
-    the owner Pods' phases (uid -> phase), as the operator would read them.
+    the owner Pods' phases (uid -> phase), as the operator would read them. ``token``: its bearer token
+    where the emulator enforces RBAC (the operator's part, played as an administrator).
     """
 
-    def __init__(self, url: str, *, namespace: str = NS, boot_polls: int = 5, interval: float = 0.02) -> None:
-        configuration = client.Configuration()
-        configuration.host = url
-        self._api_client = client.ApiClient(configuration)
-        self._api_client.user_agent = STAND_IN_AGENT
+    def __init__(self, url: str, *, token: str | None = None, namespace: str = NS, boot_polls: int = 5,
+                 interval: float = 0.02) -> None:
+        self._api_client = api_client(url, token=token, user_agent=STAND_IN_AGENT)
         self.api = client.CustomObjectsApi(self._api_client)
         self.namespace = namespace
         self.boot_polls = boot_polls
@@ -151,20 +150,33 @@ def _same_or_now(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
 
 
 class Kube:
-    """The emulator (as ``testbed.sandbox.Cluster``), a namespace, and a kubeconfig file for it."""
+    """The emulator (as ``testbed.sandbox.Cluster``, whose client is the administrator when RBAC is on),
+    a namespace, and a kubeconfig file for the job (its token is not checked while RBAC is off)."""
 
     def __init__(self, thread: ServerThread, workdir: Path) -> None:
         self.thread = thread
-        self.cluster = Cluster(thread, namespace=NS)
+        self.workdir = workdir
+        self.cluster = Cluster(thread, namespace=NS, token=ADMIN_TOKEN)
         self.emulator = self.cluster.emulator
         self.api = self.cluster.custom
         self.cluster.namespace(NS)
-        self.kubeconfig = workdir / "kubeconfig"
-        self.kubeconfig.write_text(yaml.safe_dump(kubeconfig(self.emulator.url, namespace=NS)))
+        self.kubeconfig = self.kubeconfig_with("not-checked")
+
+    def kubeconfig_with(self, token: str) -> Path:
+        """A kubeconfig for the emulator and the namespace, for the user with this bearer token."""
+        path = self.workdir / f"kubeconfig-{abs(hash(token)):x}"
+        path.write_text(yaml.safe_dump(kubeconfig(self.emulator.url, namespace=NS, token=token)))
+        return path
 
     def gpuvm(self, name: str, *, desired: str = "Auto", labels: Mapping[str, str] | None = None) -> None:
         self.cluster.create(name, {"vm": {"resourceGroup": "rg-gpu", "name": f"vm-{name}"}, "desiredState": desired},
                             labels=labels)
+
+    def pod(self, name: str) -> str:
+        """A Pod for a job (never scheduled: no kubelet here) to own a claim; its uid. The owner must
+        exist: the garbage collector deletes a claim whose owner reference names no live object."""
+        body = {"metadata": {"name": name}, "spec": {"containers": [{"name": "job", "image": "busybox:1.36"}]}}
+        return str(self.cluster.core.create_namespaced_pod(NS, body).metadata.uid)
 
     def claims(self) -> list[dict[str, Any]]:
         return self.api.list_namespaced_custom_object(GROUP, VERSION, NS, CLAIM_PLURAL)["items"]
@@ -173,11 +185,11 @@ class Kube:
         return self.thread.run_sync(self.emulator.access_log)
 
 
-def kubeconfig(server: str, *, namespace: str) -> dict[str, Any]:
+def kubeconfig(server: str, *, namespace: str, token: str = "not-checked") -> dict[str, Any]:
     return {
         "apiVersion": "v1", "kind": "Config", "current-context": "emu",
         "clusters": [{"name": "emu", "cluster": {"server": server}}],
-        "users": [{"name": "job", "user": {"token": "not-checked"}}],
+        "users": [{"name": "job", "user": {"token": token}}],
         "contexts": [{"name": "emu", "context": {"cluster": "emu", "user": "job", "namespace": namespace}}],
     }
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import secrets
 import socket
 import subprocess
 import sys
@@ -16,20 +17,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from testbed.kubeemu import Identity, Rule
+from testbed.sandbox import Cluster, admin_identity
+
 COMMAND = str(Path(sys.executable).parent / "gpuvm-operator")
 
-# SSAR-dependent tests: the Kubernetes emulator gets bearer-token identities, RBAC and
-# SelfSubjectAccessReview on another branch. Until then they fail where they ask it for an identity.
-WAITING_FOR_EMULATOR_RBAC = (
-    "waiting for the kube emulator's bearer-token identities with RBAC and SelfSubjectAccessReview "
-    "(another branch): emulator_identity() raises NotImplementedError until it lands"
-)
 
+def emulator_identity(cluster: Cluster, *, user: str, rules: Sequence[Mapping[str, Any]]) -> str:
+    """A new bearer token of ``cluster``'s emulator for ``user``, holding exactly ``rules`` (RBAC
+    PolicyRules, cluster-wide), registered next to the identities the emulator already has.
 
-def emulator_identity(emulator: Any, *, user: str, rules: Sequence[Mapping[str, Any]]) -> str:
-    """A bearer token of the emulator for ``user``, holding exactly ``rules`` (RBAC PolicyRules,
-    cluster-wide). To be written against the emulator's identities once that branch is merged."""
-    raise NotImplementedError(WAITING_FOR_EMULATOR_RBAC)
+    The first identity turns RBAC on: from then on a request without a token is system:anonymous.
+    ``cluster``'s own client keeps working as ``admin_identity`` (its token), registered with it.
+    """
+    admin_token = cluster.token
+    if admin_token is None:
+        raise ValueError("the cluster's own client needs a token to keep working once RBAC is on")
+    token = secrets.token_urlsafe(16)
+    identity = Identity(user, token=token, rules=[Rule.from_policy_rule(rule) for rule in rules])
+    emulator = cluster.emulator
+
+    def register() -> None:  # on the emulator's loop: its state is only touched from there
+        current = emulator.identities()
+        emulator.set_identities([*(current if current is not None else [admin_identity(admin_token)]), identity])
+
+    cluster.thread.run_sync(register)
+    return token
 
 
 def base_env(home: Path, **extra: str) -> dict[str, str]:

@@ -2,8 +2,9 @@
 the Azure simulator, every check on its passing and its failing side.
 
 Identities in Azure are the simulator's restricted tokens (their grants are what the permissions
-API answers); the VMs' tags are their consent. Kubernetes RBAC checks need the emulator's
-identities, which another branch adds: those tests are marked with WAITING_FOR_EMULATOR_RBAC.
+API answers); the VMs' tags are their consent. Identities in Kubernetes are the emulator's bearer
+tokens with RBAC rules (``emulator_identity``), which the check asks about with
+SelfSubjectAccessReviews.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ import copy
 import json
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +26,6 @@ from testbed.sandbox import Sandbox, write_kubeconfig
 from testbed.serving import ServerThread
 from tests.integration.cli import (
     COMMAND,
-    WAITING_FOR_EMULATOR_RBAC,
     Ran,
     base_env,
     emulator_identity,
@@ -89,26 +87,6 @@ def statuses(ran: Ran) -> dict[str, str]:
     return {name: c["status"] for name, c in ran.checks.items()}
 
 
-def serves_ssar(world: Sandbox) -> bool:
-    """Whether the emulator answers SelfSubjectAccessReviews (another branch adds them)."""
-    assert world.cluster is not None
-    review = {
-        "apiVersion": "authorization.k8s.io/v1",
-        "kind": "SelfSubjectAccessReview",
-        "spec": {"resourceAttributes": {"verb": "list", "resource": "gpuvms", "group": "gpuvm.dev"}},
-    }
-    request = urllib.request.Request(
-        f"{world.cluster.url}/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
-        data=json.dumps(review).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30):
-            return True
-    except urllib.error.HTTPError as e:
-        return e.code != 404
-
-
 def gpuvms(world: Sandbox, *names: str, ns: str = NS) -> None:
     assert world.cluster is not None
     for vm in names:
@@ -122,14 +100,13 @@ def test_a_healthy_world_passes(world: Sandbox, env: dict[str, str]) -> None:
     gpuvms(world, "vm-1", "vm-2")
     ran = check(*flags(world), env=env)
     assert ran.returncode == 0, ran.stdout + ran.stderr
-    rbac = "ok" if serves_ssar(world) else "skip"
     assert statuses(ran) == {
         "kubernetes.config": "ok",
         "kubernetes.api": "ok",
         "kubernetes.version": "ok",
         "kubernetes.crd.gpuvmclaims.gpuvm.dev": "ok",
         "kubernetes.crd.gpuvms.gpuvm.dev": "ok",
-        "kubernetes.rbac": rbac,
+        "kubernetes.rbac": "ok",
         "azure.credential": "ok",
         "azure.arm": "ok",
         PERMISSIONS: "ok",
@@ -267,11 +244,10 @@ def test_an_older_crd_schema_warns(world: Sandbox, env: dict[str, str], bare_clu
     assert ran.returncode == 0, "a warning is not a failure"
 
 
-@pytest.mark.xfail(raises=NotImplementedError, strict=True, reason=WAITING_FOR_EMULATOR_RBAC)
 def test_rbac_names_each_request_the_identity_may_not_make(world: Sandbox, env: dict[str, str], tmp_path: Path) -> None:
     assert world.cluster is not None
     token = emulator_identity(
-        world.cluster.emulator,
+        world.cluster,
         user="no-watch",
         rules=[
             {"apiGroups": ["gpuvm.dev"], "resources": ["gpuvms"], "verbs": ["list", "patch"]},
@@ -289,12 +265,11 @@ def test_rbac_names_each_request_the_identity_may_not_make(world: Sandbox, env: 
     assert "deploy/manifests" in rbac["fix"]
 
 
-@pytest.mark.xfail(raises=NotImplementedError, strict=True, reason=WAITING_FOR_EMULATOR_RBAC)
 def test_rbac_of_the_shipped_cluster_role_passes(world: Sandbox, env: dict[str, str], tmp_path: Path) -> None:
     assert world.cluster is not None
     rules = yaml.safe_load((ROOT / "deploy" / "manifests" / "base" / "rbac.yaml").read_text().split("---")[0])["rules"]
     token = emulator_identity(
-        world.cluster.emulator, user="system:serviceaccount:gpuvm-system:gpuvm-operator", rules=rules
+        world.cluster, user="system:serviceaccount:gpuvm-system:gpuvm-operator", rules=rules
     )
     kubeconfig = write_kubeconfig(tmp_path / "operator", world.cluster.url, token=token)
     gpuvms(world, "vm-1")

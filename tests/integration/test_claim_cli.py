@@ -22,9 +22,10 @@ import pytest
 
 from controller import claimer
 from controller.demand import CLAIM_PLURAL
-from controller.gpuvm import GROUP, VERSION
+from controller.gpuvm import GROUP, PLURAL, VERSION
 from testbed.sandbox import wait_for
 from tests.integration.claims import NS, STUCK_LABEL, ClaimsStandIn, Kube, kube_with_crds
+from tests.integration.cli import emulator_identity
 
 BIN = Path(sys.executable).parent
 CLI = str(BIN / "gpuvm-operator")
@@ -123,9 +124,7 @@ def test_in_a_pod_the_claim_is_owned_by_the_pod(kube: Kube, operator_stand_in: C
         "import json, urllib.request;"
         f"open({str(record)!r}, 'w').write(urllib.request.urlopen('{kube.emulator.url}/apis/{GROUP}/{VERSION}/namespaces/{NS}/{CLAIM_PLURAL}').read().decode())"
     )
-    # The Pod exists (as the downward API says of a running Pod): the garbage collector deletes
-    # claims whose owner does not.
-    uid = kube.cluster.pod("train-7f2c-xk2p9")["metadata"]["uid"]
+    uid = kube.pod("train-7f2c-xk2p9")
     env = env_for(kube, POD_NAME="train-7f2c-xk2p9", POD_UID=uid, POD_NAMESPACE=NS)
     done = run(kube, "a100", "--", sys.executable, "-c", script, env=env)
     assert done.returncode == 0, done.stderr
@@ -190,10 +189,13 @@ def test_without_an_operator_the_timeout_says_nobody_bound_the_claim(kube: Kube)
 
 
 def test_not_allowed(kube: Kube) -> None:
+    """The job may read the GpuVm and do all but create claims (a role short of gpuvm-claimer)."""
     kube.gpuvm("a100")
-    kube.emulator.authorizer = lambda a: ("system:serviceaccount:ml:trainer"
-                                          if a.user_agent.startswith("gpuvm-claim/") and a.verb == "create" else None)
-    done = run(kube, "a100", "--", "true")
+    token = emulator_identity(kube.cluster, user="system:serviceaccount:ml:trainer", rules=[
+        {"apiGroups": [GROUP], "resources": [PLURAL], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [GROUP], "resources": [CLAIM_PLURAL], "verbs": ["get", "list", "watch", "patch", "delete"]},
+    ])
+    done = run(kube, "a100", "--", "true", env=env_for(kube, KUBECONFIG=str(kube.kubeconfig_with(token))))
     assert done.returncode == claimer.EXIT_NOT_ALLOWED == 77
     line = one_error_line(done)
     assert line.startswith("gpuvm-operator claim: error: not allowed to create a GpuVmClaim for a100: gpuvmclaims.gpuvm.dev "
@@ -296,7 +298,7 @@ def test_the_job_hears_when_its_claim_stops_counting(kube: Kube, operator_stand_
     """The owner Pod is reported finished while the command still runs (a stand-in for any loss)."""
     kube.gpuvm("a100")
     go_on = tmp_path / "go-on"
-    uid = kube.cluster.pod("job-pod")["metadata"]["uid"]
+    uid = kube.pod("job-pod")
     env = env_for(kube, POD_NAME="job-pod", POD_UID=uid)
     proc = start(kube, "a100", "--", sys.executable, "-c",
                  f"import os, time\nwhile not os.path.exists({str(go_on)!r}): time.sleep(0.05)", env=env)

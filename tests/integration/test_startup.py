@@ -23,7 +23,6 @@ from testbed.sandbox import Sandbox, wait_for, write_kubeconfig
 from testbed.serving import ServerThread
 from tests.integration.cli import (
     COMMAND,
-    WAITING_FOR_EMULATOR_RBAC,
     Ran,
     base_env,
     emulator_identity,
@@ -135,10 +134,9 @@ def test_crd_of_another_version(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.xfail(raises=NotImplementedError, strict=True, reason=WAITING_FOR_EMULATOR_RBAC)
 def test_rbac_forbids_listing_gpuvms(world: Sandbox, run_flags: list[str], tmp_path: Path) -> None:
     assert world.cluster is not None
-    token = emulator_identity(world.cluster.emulator, user="nobody", rules=[])
+    token = emulator_identity(world.cluster, user="nobody", rules=[])
     kubeconfig = write_kubeconfig(tmp_path / "nobody", world.cluster.url, token=token)
     line = one_line(
         run(*with_flag(run_flags, "--kube-server", None), env=base_env(tmp_path, KUBECONFIG=str(kubeconfig))), EXIT_RBAC
@@ -147,11 +145,10 @@ def test_rbac_forbids_listing_gpuvms(world: Sandbox, run_flags: list[str], tmp_p
     assert 'cannot list resource "gpuvms" in API group "gpuvm.dev" at the cluster scope' in line
 
 
-@pytest.mark.xfail(raises=NotImplementedError, strict=True, reason=WAITING_FOR_EMULATOR_RBAC)
 def test_rbac_forbids_watching_gpuvms(world: Sandbox, run_flags: list[str], tmp_path: Path) -> None:
     assert world.cluster is not None
     token = emulator_identity(
-        world.cluster.emulator,
+        world.cluster,
         user="lister",
         rules=[{"apiGroups": ["gpuvm.dev"], "resources": ["gpuvms"], "verbs": ["list"]}],
     )

@@ -361,39 +361,3 @@ def test_crd_with_objects_terminates(kube_api: client.ApiClient, co: client.Cust
     assert kube_raw("GET", f"/apis/{G}/{V}/gadgets").status == 404
     assert kube_raw("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/gadgets.{G}").status == 404
     assert kube_raw("GET", f"/apis/{G}/{V}/namespaces/default/widgets").status == 200
-
-
-# ------------------------------------------------------------------ authorizer (opt-in 403s)
-
-def test_authorizer_refuses_like_rbac_and_records_the_request(kube_emulator: Any, co: client.CustomObjectsApi,
-                                                               kube_raw: RawHttp, kube_thread: Any) -> None:
-    from testbed.kubeemu.access import Access
-
-    def only_reads(access: Access) -> str | None:
-        return None if access.verb in ("get", "list", "watch") else "system:serviceaccount:default:reader"
-
-    co.create_namespaced_custom_object(G, V, "default", "widgets", widget("w"))
-    kube_emulator.authorizer = only_reads
-    try:
-        assert co.get_namespaced_custom_object(G, V, "default", "widgets", "w")["metadata"]["name"] == "w"
-        with pytest.raises(client.ApiException) as e:
-            co.patch_namespaced_custom_object(G, V, "default", "widgets", "w", {"spec": {"size": 2}})
-        assert e.value.status == 403
-        assert error(e) == {
-            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": 'widgets.test.kubeemu.dev "w" is forbidden: User "system:serviceaccount:default:reader" '
-                       'cannot patch resource "widgets" in API group "test.kubeemu.dev" in the namespace "default"',
-            "reason": "Forbidden", "details": {"name": "w", "group": G, "kind": "widgets"}, "code": 403,
-        }
-        with pytest.raises(client.ApiException) as e:
-            co.create_namespaced_custom_object(G, V, "default", "widgets", widget("x"))
-        assert error(e)["message"].startswith('widgets.test.kubeemu.dev is forbidden: User "system:serviceaccount')
-        r = kube_raw("POST", "/api")
-        assert r.status == 403 and r.body["message"] == (
-            'forbidden: User "system:serviceaccount:default:reader" cannot post path "/api"')
-    finally:
-        kube_emulator.authorizer = None
-    assert co.get_namespaced_custom_object(G, V, "default", "widgets", "w")["spec"]["size"] == 1  # nothing written
-    assert co.patch_namespaced_custom_object(G, V, "default", "widgets", "w", {"spec": {"size": 2}})["spec"]["size"] == 2
-    log = kube_thread.run_sync(kube_emulator.access_log)
-    assert any(a.verb == "patch" and a.resource == "widgets" for a in log)

@@ -18,9 +18,11 @@ from kubernetes import client
 
 from controller.cli import main
 from testbed.kubeemu import Identity, KubeEmulator, Rule
+from testbed.sandbox import api_client
 from testbed.serving import ServerThread
 from tests.testbed.conftest import DATA, PROJECT_CRDS, emulator_process
 
+G, V = "test.kubeemu.dev", "v1"  # the widgets of tests/testbed/data
 OPERATOR = Identity.service_account_name("gpuvm-system", "gpuvm-operator")
 RULES = (
     Rule(verbs=("get", "list", "watch"), api_groups=("gpuvm.dev",), resources=("gpuvms",), namespaces=("ml",)),
@@ -42,12 +44,7 @@ def secured() -> Iterator[KubeEmulator]:
 
 
 def api(emu: KubeEmulator, token: str | None) -> client.ApiClient:
-    configuration = client.Configuration()
-    configuration.host = emu.url
-    if token is not None:
-        configuration.api_key = {"authorization": token}
-        configuration.api_key_prefix = {"authorization": "Bearer"}
-    return client.ApiClient(configuration)
+    return api_client(emu.url, token=token)
 
 
 def refused(call: Any) -> tuple[int, dict[str, Any]]:
@@ -137,6 +134,31 @@ def test_self_subject_access_reviews_answer_from_the_rules(secured: KubeEmulator
     assert r.status == 405
 
 
+def whoami(api_client: client.ApiClient) -> dict[str, Any]:
+    body = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+    return client.AuthenticationV1Api(api_client).create_self_subject_review(body).to_dict()
+
+
+def test_self_subject_reviews_tell_who_is_asking(secured: KubeEmulator) -> None:
+    """``kubectl auth whoami``: the user as authenticated, with the groups the authenticators add."""
+    review = whoami(api(secured, "operator-token"))
+    assert (review["kind"], review["api_version"]) == ("SelfSubjectReview", "authentication.k8s.io/v1")
+    assert review["metadata"]["creation_timestamp"] is not None
+    assert review["status"]["user_info"] == {"username": OPERATOR, "uid": None, "extra": None, "groups": [
+        "system:serviceaccounts", "system:serviceaccounts:gpuvm-system", "system:authenticated"]}
+    assert whoami(api(secured, "alice-token"))["status"]["user_info"]["groups"] == ["system:authenticated"]
+    resources = {r.name: r for r in client.AuthenticationV1Api(api(secured, "alice-token")).get_api_resources().resources}
+    assert (resources["selfsubjectreviews"].verbs, resources["selfsubjectreviews"].namespaced) == (["create"], False)
+    # The anonymous user may not ask (system:basic-user is bound to system:authenticated only).
+    assert refused(lambda: whoami(api(secured, None)))[1]["message"] == (
+        'selfsubjectreviews.authentication.k8s.io is forbidden: User "system:anonymous" cannot create resource '
+        '"selfsubjectreviews" in API group "authentication.k8s.io" at the cluster scope')
+
+
+def test_with_rbac_off_nobody_is_authenticated(kube_api: client.ApiClient) -> None:
+    assert whoami(kube_api)["status"]["user_info"] == {"username": None, "uid": None, "extra": None, "groups": None}
+
+
 def test_rules_from_the_shipped_rbac_manifests() -> None:
     """Identity.from_rbac over the rendered base install: what the operator's ServiceAccount may do."""
     from tests.deploy.conftest import render
@@ -153,6 +175,32 @@ def test_rules_from_the_shipped_rbac_manifests() -> None:
         assert review(op, resource_attributes=client.V1ResourceAttributes(verb="create", resource="events", namespace="ml")).allowed
     other = Identity.from_rbac(render("base"), name="system:serviceaccount:other:gpuvm-operator", token="t")
     assert not any(r.resources for r in other.rules)
+
+
+def test_identities_set_on_a_running_emulator_refuse_and_change_nothing(kube_thread: ServerThread,
+                                                                         co: client.CustomObjectsApi) -> None:
+    """RBAC turned on and off at run time (on the emulator's loop); a refused write leaves the object as it was."""
+    emu: KubeEmulator = kube_thread.server  # type: ignore[assignment]
+    co.create_namespaced_custom_object(G, V, "default", "widgets", {"apiVersion": f"{G}/{V}", "kind": "Widget",
+                                                                    "metadata": {"name": "w"}, "spec": {"size": 1}})
+    reader = Identity(Identity.service_account_name("default", "reader"), token="reader-token",
+                      rules=[Rule(verbs=["get", "list", "watch"], api_groups=["*"], resources=["*"])])
+    assert kube_thread.run_sync(emu.identities) is None
+    kube_thread.run_sync(emu.set_identities, [reader])
+    assert kube_thread.run_sync(emu.identities) == (reader,)
+    as_reader = client.CustomObjectsApi(api(emu, "reader-token"))
+    assert as_reader.get_namespaced_custom_object(G, V, "default", "widgets", "w")["metadata"]["name"] == "w"
+    status, body = refused(lambda: as_reader.patch_namespaced_custom_object(G, V, "default", "widgets", "w", {"spec": {"size": 2}}))
+    assert (status, body["message"]) == (403, 'widgets.test.kubeemu.dev "w" is forbidden: User "system:serviceaccount:default:reader" '
+                                              'cannot patch resource "widgets" in API group "test.kubeemu.dev" in the namespace "default"')
+    r = urllib3.PoolManager().request("POST", emu.url + "/api", headers={"Authorization": "Bearer reader-token"})
+    assert r.status == 403 and json.loads(r.data)["message"] == (
+        'forbidden: User "system:serviceaccount:default:reader" cannot post path "/api"')
+    assert as_reader.get_namespaced_custom_object(G, V, "default", "widgets", "w")["spec"]["size"] == 1  # nothing written
+    assert refused(lambda: co.get_namespaced_custom_object(G, V, "default", "widgets", "w"))[0] == 403  # no token: anonymous
+    kube_thread.run_sync(emu.set_identities, None)
+    assert co.patch_namespaced_custom_object(G, V, "default", "widgets", "w", {"spec": {"size": 2}})["spec"]["size"] == 2
+    assert any(a.verb == "patch" and a.resource == "widgets" for a in kube_thread.run_sync(emu.access_log))
 
 
 def test_without_identities_everything_is_allowed(kube_api: client.ApiClient) -> None:

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from controller.kube import OPERATOR_ACCESS
+
 from controller.check import PERMISSIONS_READ
 from testbed.azuresim import Permission, SimulatorConfig
 from testbed.kubeemu import KubeEmulator
@@ -252,6 +254,9 @@ def test_rbac_names_each_request_the_identity_may_not_make(world: Sandbox, env: 
         rules=[
             {"apiGroups": ["gpuvm.dev"], "resources": ["gpuvms"], "verbs": ["list", "patch"]},
             {"apiGroups": ["gpuvm.dev"], "resources": ["gpuvms/status"], "verbs": ["patch"]},
+            {"apiGroups": ["gpuvm.dev"], "resources": ["gpuvmclaims"], "verbs": ["list", "watch"]},
+            {"apiGroups": ["gpuvm.dev"], "resources": ["gpuvmclaims/status"], "verbs": ["patch"]},
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
         ],
     )
     kubeconfig = write_kubeconfig(tmp_path / "no-watch", world.cluster.url, token=token)
@@ -276,7 +281,7 @@ def test_rbac_of_the_shipped_cluster_role_passes(world: Sandbox, env: dict[str, 
     ran = check(*flags(world), env={**env, "KUBECONFIG": str(kubeconfig)})
     assert ran.status("kubernetes.rbac") == "ok"
     assert ran.checks["kubernetes.rbac"]["detail"] == (
-        "system:serviceaccount:gpuvm-system:gpuvm-operator may make all 5 "
+        f"system:serviceaccount:gpuvm-system:gpuvm-operator may make all {len(OPERATOR_ACCESS)} "
         "kinds of request the operator makes, in all namespaces"
     )
     # The operator's identity may not read CRDs: discovery says served, the schema is not compared.

@@ -156,7 +156,8 @@ def test_rbac_forbids_watching_gpuvms(world: Sandbox, run_flags: list[str], tmp_
     line = one_line(
         run(*with_flag(run_flags, "--kube-server", None), env=base_env(tmp_path, KUBECONFIG=str(kubeconfig))), EXIT_RBAC
     )
-    assert line == "RBAC forbids watching GpuVms: watch gpuvm.dev/gpuvms in all namespaces"
+    assert line == ("RBAC forbids the watches kopf needs: watch gpuvm.dev/gpuvms in all namespaces, "
+                    "watch gpuvm.dev/gpuvmclaims in all namespaces")
 
 
 @pytest.mark.parametrize(("flag", "host"), [("--metrics-port", "0.0.0.0"), ("--liveness", "127.0.0.1")])

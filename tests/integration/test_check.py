@@ -19,9 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from controller.kube import OPERATOR_ACCESS
-
 from controller.check import PERMISSIONS_READ
+from controller.kube import OPERATOR_ACCESS
 from testbed.azuresim import Permission, SimulatorConfig
 from testbed.kubeemu import KubeEmulator
 from testbed.sandbox import Sandbox, write_kubeconfig

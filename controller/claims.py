@@ -12,6 +12,7 @@ Pure bookkeeping: no I/O, no clock of its own; the engine wires it to the API an
 from __future__ import annotations
 
 import datetime as dt
+from collections import ChainMap
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,7 +57,10 @@ class ClaimBook:
         self.claims: dict[ClaimKey, TrackedClaim] = {}
         self._of: dict[GpuVmKey, set[ClaimKey]] = {}
         self._owned: dict[str, set[ClaimKey]] = {}  # owner Pod uid -> claims it owns
-        self.pod_phases: dict[str, str] = {}  # owner Pod uid -> phase (watched or read)
+        self.pod_phases: dict[str, str] = {}  # owner Pod uid -> phase, as changes and GETs told
+        # uid -> phase of every labelled Pod the claimant watch holds (controller/pods.py): read at
+        # liveness time, so a phase listed before its claim was known is not lost.
+        self.watched: Mapping[str, str] = {}
 
     def seen(self, body: Mapping[str, Any]) -> tuple[TrackedClaim, set[GpuVmKey]]:
         """Record a claim's latest body; returns it and the GpuVms whose demand it changed (none
@@ -138,7 +142,9 @@ class ClaimBook:
 
     def liveness(self, c: TrackedClaim, now: dt.datetime) -> Liveness | None:
         """None for a claim the operator cannot read (its status says why)."""
-        return liveness(c.claim, now=now, pod_phases=self.pod_phases) if isinstance(c.claim, Claim) else None
+        if not isinstance(c.claim, Claim):
+            return None
+        return liveness(c.claim, now=now, pod_phases=ChainMap(self.pod_phases, self.watched))  # type: ignore[arg-type]
 
     def live(self, gpuvm: GpuVmKey, now: dt.datetime) -> list[LiveClaim]:
         out = []
@@ -159,13 +165,13 @@ class ClaimBook:
             self.pod_phases[uid] = phase
         return set(self._owned[uid]) if before != phase else set()
 
-    def reads_due(self, c: TrackedClaim, *, watched: set[str], now: float, every: float) -> list[tuple[str, str]]:
+    def reads_due(self, c: TrackedClaim, *, now: float, every: float) -> list[tuple[str, str]]:
         """(pod name, uid) of owner Pods the watch does not cover whose phase is due a GET."""
         if not isinstance(c.claim, Claim) or c.claim.deleting:
             return []
         due = []
         for pod in c.claim.owner_pods:
-            if pod.uid in watched or self.pod_phases.get(pod.uid) in ("Succeeded", "Failed"):
+            if pod.uid in self.watched or self.pod_phases.get(pod.uid) in ("Succeeded", "Failed"):
                 continue
             if now - c.pod_reads.get(pod.uid, float("-inf")) >= every:
                 c.pod_reads[pod.uid] = now

@@ -212,7 +212,6 @@ class Engine:
         self.tracked: dict[Key, Tracked] = {}
         self._by_vm: dict[str, set[Key]] = {}
         self.book = ClaimBook()
-        self.pods_watched: Callable[[], set[str]] = set  # uids the claimant Pod watch covers
         self.read_pod: PodReader | None = None  # GETs owner Pods the watch does not cover
         self._tasks: set[asyncio.Task[Any]] = set()
         self.scheduler: Scheduler[Key | ClaimKey] = Scheduler(self._scheduled_step, concurrency=settings.workers)
@@ -995,7 +994,7 @@ class Engine:
             return
         reader = self.read_pod
         loop_now = asyncio.get_running_loop().time()
-        for name, uid in self.book.reads_due(c, watched=self.pods_watched(), now=loop_now, every=self.settings.timing.resync):
+        for name, uid in self.book.reads_due(c, now=loop_now, every=self.settings.timing.resync):
 
             async def read(name: str = name, uid: str = uid) -> None:
                 try:

@@ -158,7 +158,7 @@ class Operator:
         writer, engine = self._writer, self._engine
         pods = self._pods = PodPhases(writer.api_client, on_change=engine.pod_changed,
                                       namespaces=() if config.clusterwide or config.namespace_globs else config.namespaces)
-        engine.pods_watched = lambda: set(pods.phases)
+        engine.book.watched = pods.phases
         engine.read_pod = lambda ns, name, uid: writer.in_thread(lambda: pods.read(ns, name, uid))
         pods.start()
         if config.peering is None:

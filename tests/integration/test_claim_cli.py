@@ -9,6 +9,7 @@ with the engine's claim handling.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -128,8 +129,6 @@ def test_in_a_pod_the_claim_is_owned_by_the_pod(kube: Kube, operator_stand_in: C
     env = env_for(kube, POD_NAME="train-7f2c-xk2p9", POD_UID=uid, POD_NAMESPACE=NS)
     done = run(kube, "a100", "--", sys.executable, "-c", script, env=env)
     assert done.returncode == 0, done.stderr
-    import json
-
     (held,) = json.loads(record.read_text())["items"]
     assert held["metadata"]["name"].startswith("train-7f2c-xk2p9-")
     assert held["metadata"]["ownerReferences"] == [
@@ -149,6 +148,17 @@ def test_kubectl_runs_it_as_the_gpuvm_plugin(kube: Kube, operator_stand_in: Clai
     assert (done.returncode, done.stdout) == (0, "hi\n"), done.stderr
     assert progress_lines(done.stderr)[-1] == "gpuvm-claim a100: VmRunning: the VM of GpuVm a100 is running"
     wait_for(lambda: kube.claims() == [], 10, what="the claim deleted")
+
+
+def test_kubectl_gpuvm_check_is_the_pre_flight(kube: Kube) -> None:
+    """`kubectl gpuvm check` is `gpuvm-operator check` (issue 13: where the plugin exists)."""
+    kubectl = BIN / "kubectl"
+    env = env_for(kube, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    done = subprocess.run([str(kubectl), "gpuvm", "check", "--pre", "--output", "json", "--credential", "simulator-token"],
+                          env=env, capture_output=True, text=True, timeout=90)
+    report = json.loads(done.stdout)
+    assert report["pre"] is True and {c["name"] for c in report["checks"]} >= {"kubernetes.config", "kubernetes.api"}
+    assert done.returncode == (0 if report["ok"] else 1) and "Traceback" not in done.stderr
 
 
 # ----------------------------------------------------------------------------- errors: one line, distinct codes

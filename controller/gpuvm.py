@@ -100,7 +100,7 @@ def _shown(value: Any) -> str:
     return text if len(text) <= _SHOWN else f"{text[:_SHOWN]}… ({len(text)} characters)"
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
     """The JSON name of a value's type, as kubectl users know them."""
     if value is None:
         return "null"
@@ -133,7 +133,7 @@ class _Invalid(Exception):
 def _string(vm: Mapping[str, Any], name: str, pattern: re.Pattern[str], what: str) -> str:
     value = vm.get(name)
     if not isinstance(value, str):
-        raise _Invalid(f"spec.vm.{name}", f"must be a string, got {_json_type(value)}")
+        raise _Invalid(f"spec.vm.{name}", f"must be a string, got {json_type(value)}")
     if not pattern.fullmatch(value):
         raise _Invalid(f"spec.vm.{name}", f'"{_shown(value)}" is not {what}')
     return value
@@ -143,7 +143,7 @@ def _vm_ref(vm: Any, default_subscription: str | None) -> VmRef:
     if vm is None:
         raise _Invalid("spec.vm", "required: give resourceId, or resourceGroup and name")
     if not isinstance(vm, Mapping):
-        raise _Invalid("spec.vm", f"must be an object with resourceId, or resourceGroup and name; got {_json_type(vm)}")
+        raise _Invalid("spec.vm", f"must be an object with resourceId, or resourceGroup and name; got {json_type(vm)}")
     by_id = "resourceId" in vm
     by_name = "resourceGroup" in vm or "name" in vm
     if by_id and (by_name or "subscriptionId" in vm):
@@ -151,7 +151,7 @@ def _vm_ref(vm: Any, default_subscription: str | None) -> VmRef:
     if by_id:
         rid = vm["resourceId"]
         if not isinstance(rid, str):
-            raise _Invalid("spec.vm.resourceId", f"must be a string, got {_json_type(rid)}")
+            raise _Invalid("spec.vm.resourceId", f"must be a string, got {json_type(rid)}")
         if not (m := _RESOURCE_ID.fullmatch(rid)):
             raise _Invalid(
                 "spec.vm.resourceId",
@@ -209,7 +209,7 @@ def parse_spec(spec: Any, *, default_subscription: str | None) -> GpuVmSpec | Sp
     if spec is None:
         return SpecError("spec", "required")
     if not isinstance(spec, Mapping):
-        return SpecError("spec", f"must be an object, got {_json_type(spec)}")
+        return SpecError("spec", f"must be an object, got {json_type(spec)}")
     try:
         vm = _vm_ref(spec.get("vm"), default_subscription)
         desired = _enum(spec, "desiredState", DesiredState, DesiredState.DEALLOCATED)

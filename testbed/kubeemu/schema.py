@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from controller.gpuvm import json_type
+
 from . import cel
 from .errors import (
     FieldError,
@@ -267,22 +269,6 @@ def _default(value: Any, schema: dict[str, Any]) -> None:
             _default(item, schema["items"])
 
 
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
-
-
 def _type_ok(value: Any, schema: dict[str, Any], path: str, errors: list[FieldError]) -> bool:
     if schema.get("x-kubernetes-int-or-string"):
         types = ["integer", "string"]
@@ -290,7 +276,7 @@ def _type_ok(value: Any, schema: dict[str, Any], path: str, errors: list[FieldEr
         types = [schema["type"]]
     else:
         return True
-    actual = _json_type(value)
+    actual = json_type(value)
     if value is None:
         if schema.get("nullable"):
             return True
@@ -430,7 +416,7 @@ def _validate_object(value: dict[str, Any], schema: dict[str, Any], path: str, e
             if not value.get(key):
                 errors.append(required(_join(path, key), "must not be empty"))
         if "metadata" in value and not isinstance(value["metadata"], dict):
-            errors.append(type_invalid(_join(path, "metadata"), _json_type(value["metadata"]), "must be an object"))
+            errors.append(type_invalid(_join(path, "metadata"), json_type(value["metadata"]), "must be an object"))
 
 
 _DATE_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")

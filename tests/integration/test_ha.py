@@ -122,3 +122,28 @@ def test_only_the_active_replica_acts_and_a_paused_one_resumes_from_status(
     wait_for(lambda: cluster.status("shared").get("observedGeneration") == 3 and cluster.reason("shared") == "Reconciled", 20)
     assert ("VirtualMachines.Start", "vm-1") in power_requests_by(azure, b, since=resumed_at)
     assert azure.overlaps() == []
+
+
+def test_kopf_keeps_a_finalizer_on_the_peering_object_which_a_running_replica_releases(
+    peered: Sandbox, cluster: Cluster
+) -> None:
+    """What docs/upgrade-uninstall.md tells HA users: the scheduler is a kopf daemon on the
+    ClusterKopfPeering, so the object carries the operator's finalizer, also while no replica runs;
+    deleted while a replica runs, the object goes."""
+
+    def peering() -> dict[str, object] | None:
+        items = cluster.custom.list_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings")["items"]
+        return next((p for p in items if p["metadata"]["name"] == PEERING), None)
+
+    def finalizers() -> list[str]:
+        found = peering()
+        return list((found or {}).get("metadata", {}).get("finalizers") or [])  # type: ignore[union-attr]
+
+    b = Replica(peered, token=TOKEN_B, priority=50)
+    wait_for(lambda: finalizers() == ["gpuvm.dev/finalizer"], 20, what="kopf's finalizer on the peering object")
+    b.runner.stop()
+    assert finalizers() == ["gpuvm.dev/finalizer"]  # no replica: the finalizer stays
+    b = Replica(peered, token=TOKEN_B, priority=50)
+    wait_for(b.active, 20, what="b active again")
+    cluster.custom.delete_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", PEERING)
+    wait_for(lambda: peering() is None, 40, interval=0.2, what="the peering object released and deleted")

@@ -66,6 +66,7 @@ from controller.kube import (
     connect,
     list_namespaces,
     list_objects,
+    list_page,
     peering_access,
     read_crd,
     served_resources,
@@ -802,7 +803,7 @@ def _preflight_rbac(config: OperatorConfig, conn: Connection, *, timeout: float)
 
     for ns in served_namespaces(config, conn, timeout=timeout):
         try:
-            list_objects(conn, GROUP, VERSION, PLURAL, namespace=ns or None, timeout=timeout, limit=1)
+            list_page(conn, GROUP, VERSION, PLURAL, namespace=ns or None, timeout=timeout, limit=1)  # allowed at all?
         except KubeCallError as e:
             if e.status == 403:
                 raise CliError(f"RBAC forbids listing GpuVms: {e}", exit_code=EXIT_RBAC) from None

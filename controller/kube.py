@@ -344,26 +344,36 @@ def whoami(conn: Connection, *, timeout: float) -> str | None:
 _MAX_PAGES = 1000  # 500 objects a page: half a million objects at most
 
 
+def list_page(
+    conn: Connection, group: str, version: str, plural: str, *,
+    namespace: str | None, timeout: float, limit: int, continue_: str = "", label_selector: str = "",
+    field_selector: str = "",
+) -> dict[str, Any]:
+    """One page of a custom resource's list in ``namespace`` (None: all); ``continue_`` is the
+    previous page's ``metadata.continue`` (the generated client's keyword is ``_continue``)."""
+    api = kubernetes.client.CustomObjectsApi(conn.client)
+    options: dict[str, Any] = {"limit": limit}
+    for key, value in (("label_selector", label_selector), ("field_selector", field_selector), ("_continue", continue_)):
+        if value:
+            options[key] = value
+    if namespace is None:
+        return request(conn, api.list_cluster_custom_object, group, version, plural, timeout=timeout, **options)
+    return request(conn, api.list_namespaced_custom_object, group, version, namespace, plural, timeout=timeout, **options)
+
+
 def list_objects(
     conn: Connection, group: str, version: str, plural: str, *,
     namespace: str | None, timeout: float, label_selector: str = "", field_selector: str = "", limit: int = 500,
 ) -> list[dict[str, Any]]:
     """Every object of a custom resource in ``namespace`` (None: all), page by page, bounded."""
-    api = kubernetes.client.CustomObjectsApi(conn.client)
     items: list[dict[str, Any]] = []
-    options: dict[str, Any] = {"limit": limit}
-    for key, value in (("label_selector", label_selector), ("field_selector", field_selector)):
-        if value:
-            options[key] = value
+    following = ""
     for _ in range(_MAX_PAGES):
-        if namespace is None:
-            page = request(conn, api.list_cluster_custom_object, group, version, plural, timeout=timeout, **options)
-        else:
-            page = request(conn, api.list_namespaced_custom_object, group, version, namespace, plural,
-                           timeout=timeout, **options)
+        page = list_page(conn, group, version, plural, namespace=namespace, timeout=timeout, limit=limit,
+                         continue_=following, label_selector=label_selector, field_selector=field_selector)
         items.extend(page.get("items") or [])
-        options["var_continue"] = (page.get("metadata") or {}).get("continue") or ""
-        if not options["var_continue"]:
+        following = (page.get("metadata") or {}).get("continue") or ""
+        if not following:
             return items
     raise KubeCallError(None, f"more than {_MAX_PAGES} pages of {plural}; stopped there")
 

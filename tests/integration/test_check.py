@@ -20,7 +20,8 @@ import pytest
 import yaml
 
 from controller.check import PERMISSIONS_READ
-from controller.kube import OPERATOR_ACCESS
+from controller.gpuvm import GROUP, PLURAL, VERSION
+from controller.kube import OPERATOR_ACCESS, Connection, list_objects, list_page
 from testbed.azuresim import Permission, SimulatorConfig
 from testbed.kubeemu import KubeEmulator
 from testbed.sandbox import Sandbox, write_kubeconfig
@@ -95,6 +96,18 @@ def gpuvms(world: Sandbox, *names: str, ns: str = NS) -> None:
 
 
 # ------------------------------------------------------------------ healthy
+
+
+def test_lists_read_every_page_and_the_preflight_only_the_first(world: Sandbox) -> None:
+    """More GpuVms than one page holds: check reads them all, run's pre-flight one page (it only asks
+    whether listing is allowed), and neither trips over the client's name for ``continue``."""
+    assert world.cluster is not None
+    gpuvms(world, *(f"vm-{i}" for i in range(1, 6)))
+    conn = Connection(world.cluster.api_client, "test", world.cluster.url)
+    names = sorted(o["metadata"]["name"] for o in list_objects(conn, GROUP, VERSION, PLURAL, namespace=NS, timeout=10, limit=2))
+    assert names == [f"gpuvm-vm-{i}" for i in range(1, 6)]
+    first = list_page(conn, GROUP, VERSION, PLURAL, namespace=NS, timeout=10, limit=1)
+    assert len(first["items"]) == 1 and first["metadata"]["continue"]
 
 
 def test_a_healthy_world_passes(world: Sandbox, env: dict[str, str]) -> None:

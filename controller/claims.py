@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controller.demand import CLAIM_PLURAL, Claim, ClaimPhase, LiveClaim, Liveness, liveness, parse_claim
-from controller.gpuvm import SpecError
+from controller.reasons import SpecError
 from controller.status import StatusMemory, fingerprint, resource_version
 
 GpuVmKey = tuple[str, str]  # (namespace, name)

@@ -30,9 +30,9 @@ import enum
 from dataclasses import dataclass, replace
 
 from controller.demand import DecidedBy, Demand
-from controller.gpuvm import GpuVmSpec, SpecError
+from controller.gpuvm import GpuVmSpec
 from controller.power import Action, DeletionPolicy, DesiredState, DriftPolicy, Observation, PowerState, Trigger
-from controller.reasons import CAPACITY_REASONS, Failure, Reason, capacity_reason
+from controller.reasons import CAPACITY_REASONS, Failure, Reason, SpecError, capacity_reason
 from controller.timestamps import format_time
 
 

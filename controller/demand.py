@@ -31,8 +31,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from controller.gpuvm import GROUP, VERSION, GpuVmSpec, SpecError
+from controller.gpuvm import GROUP, VERSION, GpuVmSpec
 from controller.power import Action, DesiredState, PowerState, Trigger
+from controller.reasons import SpecError
 from controller.timestamps import format_time, parse_time
 
 CLAIM_KIND = "GpuVmClaim"

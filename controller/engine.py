@@ -56,12 +56,12 @@ from controller.demand import (
     is_on,
 )
 from controller.fleet import Fleet, FleetSettings, Look, VmState
-from controller.gpuvm import GROUP, KIND, VERSION, GpuVmSpec, SpecError, VmRef, parse_spec
+from controller.gpuvm import GROUP, KIND, VERSION, GpuVmSpec, VmRef, parse_spec
 from controller.guard import GuardSettings, check, needs_claim, owner_of
 from controller.kube import KubeWriteError, Stored
 from controller.metrics import BillingClock, GpuVmSample, Metrics
 from controller.power import Action, DesiredState, Observation, PowerState, StopMode, Trigger
-from controller.reasons import Failure, Reason
+from controller.reasons import Failure, Reason, SpecError
 from controller.scheduler import Scheduler
 from controller.schedule import edges, is_open
 from controller.timestamps import format_time

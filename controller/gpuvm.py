@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from controller.power import DeletionPolicy, DesiredState, DriftPolicy, StopMode
+from controller.reasons import SpecError
+from controller.schedule import Schedule, parse_schedule
 
 GROUP = "gpuvm.dev"
 VERSION = "v1alpha1"
@@ -75,18 +77,7 @@ class GpuVmSpec:
     deletion_policy: DeletionPolicy
     idle_timeout: dt.timedelta = DEFAULT_IDLE_TIMEOUT
     stop_mode: StopMode = StopMode.DEALLOCATE
-    schedule: Any = None  # a controller.schedule.Schedule; None when absent
-
-
-@dataclass(frozen=True)
-class SpecError:
-    """A spec the operator cannot act on; ``field`` uses the apiserver's dotted path style."""
-
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.field}: {self.message}"
+    schedule: Schedule | None = None
 
 
 _SHOWN = 64  # characters of a bad value quoted back: a 1 MB string must not become a 1 MB message
@@ -196,14 +187,6 @@ def _idle_timeout(spec: Mapping[str, Any]) -> dt.timedelta:
     return parsed
 
 
-def parse_schedule_field(raw: Any) -> Any:
-    """What ``spec.schedule`` becomes in GpuVmSpec.schedule: a Schedule, or a SpecError that
-    parse_spec turns into InvalidSpec naming the field."""
-    from controller.schedule import parse_schedule  # here: controller.schedule imports SpecError from this module
-
-    return parse_schedule(raw)
-
-
 def parse_spec(spec: Any, *, default_subscription: str | None) -> GpuVmSpec | SpecError:
     """Turn ``.spec`` into a GpuVmSpec, or say which field is wrong and how."""
     if spec is None:
@@ -219,7 +202,7 @@ def parse_spec(spec: Any, *, default_subscription: str | None) -> GpuVmSpec | Sp
         stop_mode = _enum(spec, "stopMode", StopMode, StopMode.DEALLOCATE)
     except _Invalid as e:
         return e.error
-    schedule = None if spec.get("schedule") is None else parse_schedule_field(spec["schedule"])
+    schedule = None if spec.get("schedule") is None else parse_schedule(spec["schedule"])
     if isinstance(schedule, SpecError):
         return schedule
     return GpuVmSpec(vm=vm, desired_state=desired, drift_policy=drift, deletion_policy=deletion,

@@ -10,6 +10,17 @@ import enum
 from dataclasses import dataclass
 
 
+@dataclass(frozen=True)
+class SpecError:
+    """A spec the operator cannot act on (reason InvalidSpec); ``field`` uses the apiserver's dotted path style."""
+
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
+
+
 class Reason(str, enum.Enum):
     """``Ready`` condition reasons: stable, CamelCase, one per thing a user would do differently."""
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from controller.gpuvm import SpecError
+from controller.reasons import SpecError
 
 UTC = dt.timezone.utc
 DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")

@@ -32,8 +32,9 @@ from controller.check import (
     role_actions,
 )
 from controller.config import ConfigError
-from controller.gpuvm import SpecError, VmRef
+from controller.gpuvm import VmRef
 from controller.guard import GuardSettings
+from controller.reasons import SpecError
 
 ROOT = Path(__file__).parents[2]
 CRD = yaml.safe_load((ROOT / "deploy" / "crds" / "gpuvms.gpuvm.dev.yaml").read_text())

@@ -20,7 +20,7 @@ from controller.decide import (
     decide,
     retry_delay,
 )
-from controller.gpuvm import GpuVmSpec, SpecError, VmRef
+from controller.gpuvm import GpuVmSpec, VmRef
 from controller.power import (
     Action,
     DeletionPolicy,
@@ -31,7 +31,7 @@ from controller.power import (
     ProvisioningState,
     Trigger,
 )
-from controller.reasons import Failure, Reason
+from controller.reasons import Failure, Reason, SpecError
 
 NOW = dt.datetime(2026, 11, 25, 12, 0, 0, tzinfo=dt.timezone.utc)
 VM = VmRef("00000000-0000-0000-0000-000000000001", "rg-gpu", "vm-a100")

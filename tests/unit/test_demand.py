@@ -35,8 +35,9 @@ from controller.demand import (
     owner_pods_to_read,
     parse_claim,
 )
-from controller.gpuvm import GpuVmSpec, SpecError, VmRef
+from controller.gpuvm import GpuVmSpec, VmRef
 from controller.power import Action, DeletionPolicy, DesiredState, DriftPolicy, PowerState, Trigger
+from controller.reasons import SpecError
 
 NOW = dt.datetime(2026, 11, 25, 12, 0, 0, tzinfo=dt.timezone.utc)
 VM = VmRef("00000000-0000-0000-0000-000000000001", "rg-gpu", "vm-a100")

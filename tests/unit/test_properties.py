@@ -30,7 +30,7 @@ from controller.decide import (
     decide,
 )
 from controller.demand import DecidedBy, Demand
-from controller.gpuvm import GpuVmSpec, SpecError, VmRef, parse_spec
+from controller.gpuvm import GpuVmSpec, VmRef, parse_spec
 from controller.power import (
     Action,
     DeletionPolicy,
@@ -42,7 +42,7 @@ from controller.power import (
     Trigger,
     VmFacts,
 )
-from controller.reasons import Failure, Reason
+from controller.reasons import Failure, Reason, SpecError
 from controller.status import MAX_MESSAGE, read_status, render_status
 from testbed.kubeemu.schema import StructuralSchema
 

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.gpuvm import SpecError
+from controller.reasons import SpecError
 from controller.schedule import (
     DAYS_PATTERN,
     END_PATTERN,

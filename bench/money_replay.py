@@ -456,26 +456,28 @@ class CrossCheck:
             f"operation poll, the status writes, the watch: {r.ready_ms / 1000 * k:.0f} s of the trace billed per "
             f"boot); a deallocation began {r.idle_late_ms:.0f} ms after the idle timeout past the claim's deletion (the "
             f"watch event, the engine's timer: {r.idle_late_ms / 1000 * k:.0f} s of the trace per switch-off); a job "
-            f"on warm VMs waited {r.claim_wait_warm_ms:.0f} ms for Ready. Boots x the first plus switch-offs x the "
-            f"second make {self.explained_hours:+,.1f} VM-h of the {r.billed_hours - m.billed_hours:+,.1f} VM-h. The "
-            f"rest: which VM a job gets depends on what the driver sees through the watch, where the model sees "
+            f"on warm VMs waited {r.claim_wait_warm_ms:.0f} ms for Ready. Boots x the Ready lag plus switch-offs x the "
+            f"idle lag make {self.explained_hours:+,.2f} VM-h of the {r.billed_hours - m.billed_hours:+,.2f} VM-h. "
+            f"The rest: which VM a job gets depends on what the driver sees through the watch, where the model sees "
             f"the VMs' state at once, so a VM released just before can be picked in another order (another boot "
             f"count); boots {r.boots} vs {m.boots} here.",
         ]
 
 
-def machine_load() -> str:
-    """What else runs, in the one number Linux keeps: the 1-minute load average on this many cores."""
+def load_average() -> float | None:
+    """What else runs, in the one number Linux keeps: the 1-minute load average."""
     try:
-        one = float(Path("/proc/loadavg").read_text().split()[0])
+        return float(Path("/proc/loadavg").read_text().split()[0])
     except (OSError, ValueError, IndexError):
-        return "an unknown load"
-    return f"the machine's 1-minute load average was {one:.1f} on {os.cpu_count()} cores at the start"
+        return None
 
 
 def run(*, trace: Path = TRACE, k: int = K, workdir: Path, cluster: str = CLUSTER, note: str = "") -> CrossCheck:
     day = busiest_day(load(cluster, trace), cluster=cluster)
     expected = model(day)
-    machine = machine_load() + (f" ({note})" if note else "")
+    before = load_average()
     real = asyncio.run(replay(day, k=k, workdir=workdir))
+    after = load_average()
+    shown = "unknown" if before is None or after is None else f"{before:.1f} at the start, {after:.1f} at the end"
+    machine = f"the machine's 1-minute load average was {shown} ({os.cpu_count()} cores)" + (f"; {note}" if note else "")
     return CrossCheck(expected, real, machine)

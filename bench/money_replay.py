@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.clients import KubeApi, SimAdmin, Watcher, key_of, ready_of, within
+from bench.clients import KubeApi, SimAdmin, Watcher, ready_of, within
 from bench.money import BOOT, TRACE, Job, Outcome, Policy, Simulation, load, peak_gpus
 from bench.procs import Processes
 from bench.world import Fleet, World, manifest_metadata, subscription_id

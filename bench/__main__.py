@@ -4,6 +4,7 @@
                     [--report docs/benchmarks.md] [--json reports/benchmarks.json]
     python -m bench --render reports/benchmarks.json   # rewrite the report from an earlier run, run nothing
     python -m bench money [--clusters 01,05,09,10,02]   # bench/money.py: the money section of the report
+    python -m bench money --cross-check-only            # bench/money_replay.py: one day through the real operator
 
 Runs the real operator, the Kubernetes emulator and the Azure simulator as separate processes
 on 127.0.0.1 and stops every one of them at the end, on failure and on Ctrl-C. Process logs are
@@ -61,7 +62,7 @@ def _keeping_money(path: Path, text: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["money"]:  # ./dev bench money: the 60-day trace through the decision code, no processes
+    if argv[:1] == ["money"]:  # ./dev bench money: the 60 days on the decision code, one day on the real operator
         from bench import money
 
         return money.main(argv[1:])

@@ -11,6 +11,8 @@ from collections import Counter, deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .wire import OpName
+
 NO_RESPONSE = 0  # status recorded for a dropped connection
 
 
@@ -65,8 +67,10 @@ class Unobserved:
     seen_ended_after: float | None  # seconds from its end to the first request that could tell; None: not yet
 
 
-_TELLING = frozenset({"Operations.Get", "VirtualMachines.Get", "VirtualMachines.InstanceView",
-                      "VirtualMachines.List", "VirtualMachines.ListAll"})
+# What the request log calls each request (OpName): a status poll is Operations.Status, the GET
+# of an operation's Location Operations.Result; both tell the operation's state.
+_POLLS = frozenset({OpName.OPERATION_STATUS.value, OpName.OPERATION_RESULT.value})
+_TELLING = _POLLS | {OpName.GET.value, OpName.INSTANCE_VIEW.value, OpName.LIST.value, OpName.LIST_ALL.value}
 
 
 def unobserved(operations: list[OperationRecord], requests: list[RequestRecord], *, now: float) -> list[Unobserved]:
@@ -86,7 +90,7 @@ def unobserved(operations: list[OperationRecord], requests: list[RequestRecord],
             continue
         op_id, vm, group = op.id.lower(), op.vm.lower(), f"/resourcegroups/{op.resource_group.lower()}/"
         times = [r.time for r in telling if r.time >= op.start and (
-            (r.operation == "Operations.Get" and op_id in r.path.lower())
+            (r.operation in _POLLS and op_id in r.path.lower())
             or (r.operation in ("VirtualMachines.Get", "VirtualMachines.InstanceView") and (r.vm or "").lower() == vm)
             or r.operation == "VirtualMachines.ListAll"
             or (r.operation == "VirtualMachines.List" and group in r.path.lower()))]

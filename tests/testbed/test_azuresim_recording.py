@@ -96,8 +96,8 @@ def test_unobserved_measures_the_longest_stretch_without_a_telling_read() -> Non
 
     log = [
         req(9.0, "VirtualMachines.Get", vm="vm-9"),  # before: the horizon of the log
-        req(11.0, "Operations.Get", path="/subscriptions/s/providers/Microsoft.Compute/locations/l/operations/op-1"),
-        req(13.0, "Operations.Get", path="/x/operations/op-1", status=429),  # throttled: tells nothing
+        req(11.0, "Operations.Status", path="/subscriptions/s/providers/Microsoft.Compute/locations/l/operations/op-1"),
+        req(13.0, "Operations.Result", path="/x/operations/op-1", status=429),  # throttled: tells nothing
         req(14.0, "VirtualMachines.Get", vm="vm-2"),  # another VM
         req(17.0, "VirtualMachines.List", path="/subscriptions/s/resourceGroups/other/providers/Microsoft.Compute/virtualMachines"),
         req(19.0, "VirtualMachines.InstanceView", vm="VM-1"),

@@ -160,3 +160,15 @@ async def test_an_eviction_as_the_adapter_sees_it(azure_sim_factory) -> None:
         assert (await azure.observe(ref("spot"))).power_state is PowerState.RUNNING
     finally:
         await azure.close()
+
+
+async def test_an_operation_ends_with_its_own_status_and_no_final_get(fast) -> None:
+    """Start and deallocate are followed through Azure-AsyncOperation alone: the GET of Location
+    after Succeeded would be an ARM read for an empty result (a third of the polls of a burst)."""
+    thread, azure = fast
+    sim = sim_of(thread)
+    await run(azure, "plain", Action.DEALLOCATE)
+    await run(azure, "plain", Action.START)
+    operations = [r.operation for r in sim.request_log() if r.operation.startswith("Operations.")]
+    assert operations.count("Operations.Status") >= 2 and "Operations.Result" not in operations
+    assert (await azure.observe(ref("plain"))).power_state is PowerState.RUNNING

@@ -311,6 +311,14 @@ class SimAdmin:
     async def vms(self) -> list[dict[str, Any]]:
         return list(await self._get("vms"))
 
+    async def operations(self) -> list[dict[str, Any]]:
+        """Power operations the simulator ran (kept ones): vm, action, origin, start, end (log clock)."""
+        return list(await self._get("operations"))
+
+    async def unobserved(self) -> list[dict[str, Any]]:
+        """Per operation a client asked for: the longest stretch without a request that could tell its state."""
+        return list(await self._get("unobserved"))
+
 
 def count_status(counters: Mapping[tuple[str, int], int], status: int, operation: str | None = None) -> int:
     return sum(n for (op, st), n in counters.items() if st == status and (operation is None or op == operation))

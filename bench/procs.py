@@ -273,12 +273,25 @@ def start_simulator(
 class Operator:
     proc: Proc
     metrics_url: str | None
+    spawned: float = 0.0  # time.monotonic() just before the process was started
+    live: float = 0.0  # time.monotonic() when its liveness endpoint first answered
 
     def metrics(self) -> str:
         if not self.metrics_url:
             return ""
-        with urllib.request.urlopen(self.metrics_url, timeout=10) as r:  # noqa: S310 - loopback
+        with urllib.request.urlopen(self.metrics_url, timeout=30) as r:  # noqa: S310 - loopback
             return r.read().decode()
+
+    def counter(self, name: str, label: str) -> dict[str, float]:
+        """One labelled counter of the operator's /metrics, by the value of ``label``
+        (``counter("gpuvm_status_writes_total", "cause")`` -> {"change": 12.0, ...})."""
+        out: dict[str, float] = {}
+        prefix = name + "{"
+        for line in self.metrics().splitlines():
+            if line.startswith(prefix) and f'{label}="' in line:
+                value = line.split(f'{label}="', 1)[1].split('"', 1)[0]
+                out[value] = out.get(value, 0.0) + float(line.rsplit(" ", 1)[1])
+        return out
 
 
 def start_operator(
@@ -307,6 +320,7 @@ def start_operator(
         *(["--metrics-port", str(metrics_port)] if metrics_port else []),
         *flags,
     ]
+    spawned = time.monotonic()
     proc = procs.spawn(name, argv)
 
     def live() -> bool:
@@ -317,4 +331,4 @@ def start_operator(
             return False
 
     wait_until(live, timeout, f"{name} liveness", interval=0.1, alive=[proc])
-    return Operator(proc, f"http://127.0.0.1:{metrics_port}/metrics" if metrics_port else None)
+    return Operator(proc, f"http://127.0.0.1:{metrics_port}/metrics" if metrics_port else None, spawned, time.monotonic())

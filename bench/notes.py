@@ -171,6 +171,8 @@ def sections(doc: Mapping[str, Any]) -> list[str]:
             "",
         ]
 
+    out += _scale(r.get("scale") or []) + _census(r.get("census"))
+
     c = r.get("compare")
     if c and "script_seconds" in c:
         out += [
@@ -200,6 +202,103 @@ def sections(doc: Mapping[str, Any]) -> list[str]:
             "",
         ]
     return out
+
+
+def _scale(worlds: list[Mapping[str, Any]]) -> list[str]:
+    """World S (bench/scale.py): issue 10's table side by side, issue 14's writes, issue 15's flips and read mix."""
+    if not worlds:
+        return []
+    from bench import scale
+
+    head = worlds[0]
+    out = [
+        "### Scale (world S): " + " and ".join(f"{w['gpuvms']:,}" for w in worlds) + " GpuVms",
+        "",
+        f"One emulator, one simulator holding one subscription of N VMs (list pages of {head['page_size']}, every start "
+        f"and deallocate {head['transition_seconds']:g} s, `Retry-After: {head['retry_after_seconds']:g}` on running "
+        "operations, Azure's throttling on), and `gpuvm-operator run` with its shipped defaults (`--namespace` only). "
+        "The N GpuVms are created as `kubectl apply` creates them (the last-applied annotation, "
+        "`kubectl-client-side-apply` in managedFields, labels and annotations of a platform team) while no operator "
+        "runs. **Cold start**: from the operator's process start until the watch shows every GpuVm Ready for its "
+        "generation and Deallocated. **Settled window**: after every GpuVm was walked once more and nothing changed "
+        "for 3 s, the operator's CPU and RSS over the window, Azure requests per observation interval, status writes "
+        "by cause (`gpuvm_status_writes_total`). **Reaction**: distinct Deallocated GpuVms patched to Running one after "
+        f"the other (at most {scale.REACTION_RATE:g} a second, inside the write budget), PATCH → the start request in the "
+        "simulator's log. **Flips at once**: then 100 other GpuVms are patched to Running by 32 clients at once; "
+        "time from the end of the last start in Azure (the simulator's operation log) to the watch showing all "
+        "Running and Ready, and the operator's reads by purpose (`gpuvm_azure_reads_total`) in that stretch. "
+        "The two sizes run one after the other, alone on the machine.",
+        "",
+    ]
+    rows = [scale.targets(dict(w)) for w in worlds]
+    out += ["| what | " + " | ".join(f"{w['gpuvms']:,}: measured | target" for w in worlds) + " |",
+            "|---|" + "---|---|" * len(worlds)]
+    for i, t in enumerate(rows[0]):
+        cells = []
+        for r_ in rows:
+            x = r_[i]
+            verdict = "" if x.met is None else (" (met)" if x.met else " (**missed**)")
+            cells.append(f"{x.measured}{verdict} | {x.target}")
+        out.append(f"| {t.what} | " + " | ".join(cells) + " |")
+    out.append("")
+    for w in worlds:
+        c, f, st = w["cold_start"], w["flips"], w["settled"]
+        size = w.get("gpuvm_json") or {}
+        reqs = ", ".join(f"{k} {v}" for k, v in c["requests"].items()) or "none"
+        out.append(
+            f"- **{w['gpuvms']:,}:** created in {_s(w['create_seconds'])}; "
+            + (f"a GpuVm is {size['median_bytes'] / 1000:.1f} KB of JSON as the operator reads it "
+               f"({size['median_bytes_without_managed_fields'] / 1000:.1f} KB without managedFields; managers: "
+               f"{', '.join(size['managers'])}); " if size.get("n") else "")
+            + f"cold start {_s(c['seconds'])} (liveness after {_s(c['liveness_seconds'])}; Azure requests: {reqs}; "
+            f"status writes: {_counts(c['status_writes'])}; operator CPU {c['operator_cpu_percent']:.0f} % of a core over it). "
+            f"Settled: {st['azure_requests_in_window']} Azure requests in {st['window_seconds']:.0f} s, intervals "
+            f"{', '.join(map(str, st['bulk']['counts'])) or '—'} ({_counts(st['bulk']['by_operation'])}); emulator RSS "
+            f"{st['emulator_rss_mib']:.0f} MiB. Flips: PATCHes took {_s(f['patch_seconds'])}, start requests "
+            f"{_s(f['first_start_sent'])} → {_s(f['last_start_sent'])} after the first PATCH, the last start ended at "
+            f"{_s(f['last_start_ended'])}, all Running and Ready at {_s(f['all_ready'])}; per GpuVm from its start's "
+            f"end to Ready: p50 {_ms(f['completion'].get('p50_ms'))}, p99 {_ms(f['completion'].get('p99_ms'))}; 409s "
+            f"{f['conflicts']}; the longest any of the 100 starts went without a read that could tell its state "
+            f"(the simulator's starvation guard): {_s(f['longest_unobserved'])}.")
+    out += ["", "Reads during the 100 flips, by purpose (the operator's `gpuvm_azure_reads_total`), and the requests "
+                "the simulator answered in the same stretch:", "",
+            "| GpuVms | reads by purpose | requests the simulator saw |", "|---|---|---|"]
+    for w in worlds:
+        f = w["flips"]
+        out.append(f"| {w['gpuvms']:,} | {_counts(f['metrics']['reads'])} | "
+                   f"{', '.join(f'{k} {v}' for k, v in f['requests'].items()) or '—'} |")
+    out += ["", "Purposes: `walk` / `busy-walk` are list_all pages of the bulk walk (busy: while operations of the "
+                "operator run), `tags` plain list pages read for the tags, `poll` an operation's status, "
+                "`get:<why>` a VM read alone and why. Status writes during the flips: "
+            + "; ".join(f"{w['gpuvms']:,}: {_counts(w['flips']['metrics']['status_writes'])}" for w in worlds) + ".", ""]
+    return out
+
+
+def _census(c: Mapping[str, Any] | None) -> list[str]:
+    if not c:
+        return []
+    owners = ", ".join(f"{k} {v / 1024:.1f} KiB" for k, v in c["by_owner_per_gpuvm"].items() if v >= 100)
+    sites = "; ".join(f"`{k}` {v / 1024:.1f} KiB" for k, v in list(c["top_sites_per_gpuvm"].items())[:8])
+    return [
+        f"### Where the memory per GpuVm goes (census, {c['gpuvms']:,} GpuVms)",
+        "",
+        "`bench/census.py`: the emulator, the simulator and the real operator in one process (testbed.sandbox), "
+        "tracemalloc on; what the operator holds once every GpuVm settled (and 15 s more), minus what it held with "
+        "none, grouped by the module that allocated it (allocations through the test bed are left out).",
+        "",
+        f"- **{c['bytes_per_gpuvm'] / 1024:.1f} KiB per GpuVm** in all (settled in {_s(c['settle_seconds'])} under tracemalloc).",
+        f"- by owner: {owners}.",
+        f"- biggest sites: {sites}.",
+        "",
+        "RSS per GpuVm (world S above) is larger than this: the Python allocator keeps the arenas that a cold "
+        "start's burst of watch events, status writes and their responses needed, and the census counts live "
+        "Python objects only.",
+        "",
+    ]
+
+
+def _counts(counts: Mapping[str, float]) -> str:
+    return ", ".join(f"{k} {v:,.0f}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]) if v) or "none"
 
 
 def _num(value: Any, fmt: str, fallback: str) -> str:

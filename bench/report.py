@@ -110,8 +110,17 @@ def targets(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
             ">= 50x", f"{cmp_['script_seconds']:.1f} s / {cmp_['operator_seconds']:.2f} s = {cmp_['ratio']:.0f}x", cmp_["ratio"] >= 50)
         row("compare: script / operator with --azure-budget-share 0",
             "(shows what pacing costs)", f"{cmp_['script_seconds']:.1f} s / {cmp_['operator_unpaced_seconds']:.2f} s = {cmp_['ratio_unpaced']:.0f}x", None)
-    row("suite runtime (this machine)", "< 10 min incl. setup", f"{doc.get('runtime_seconds', 0) / 60:.1f} min (bench only)",
-        doc.get("runtime_seconds", 0) < 600)
+    from bench import scale
+
+    for s in r.get("scale") or []:
+        for t in scale.targets(s):
+            row(f"scale {s['gpuvms']:,}: {t.what}", t.target, t.measured, t.met)
+    census = r.get("census")
+    if census:
+        row(f"census, {census['gpuvms']:,} GpuVms: operator memory per GpuVm (tracemalloc)", "(reported)",
+            f"{census['bytes_per_gpuvm'] / 1024:.1f} KiB", None)
+    row("suite runtime (this machine)", "< 25 min incl. setup", f"{doc.get('runtime_seconds', 0) / 60:.1f} min (bench only)",
+        doc.get("runtime_seconds", 0) < 1500)
     return rows
 
 

@@ -33,7 +33,8 @@ from bench.measure import CpuMeter, FlipSample, summary_ms
 from bench.procs import Proc, Processes, shown_command
 from bench.world import Fleet, World, subscription_id
 
-SCENARIOS = ("reaction", "completion", "bulk", "footprint", "burst", "compare")
+SCENARIOS = ("reaction", "completion", "bulk", "footprint", "burst", "compare", "scale", "census", "money")
+# "money" is bench/money.py (no processes): python -m bench runs it after the suite, into the same report.
 RELAXED_PER_VM = ("UpdateVMResource=1000000/1000000", "DeleteVMResource=1000000/1000000")
 RELAXED_WRITES = ("SubscriptionWrites=1000000/1000000",)
 
@@ -54,13 +55,17 @@ class Plan:
     burst_a_head_start: float = 12.0  # seconds (a) runs alone before the settled window begins
     compare_n: int = 100
     compare_start: float = 1.0
+    scale_sizes: tuple[int, ...] = (1000, 10000)  # world S (bench/scale.py), one after the other, alone
+    scale_reaction_flips: int = 200
+    scale_resync: float | None = None  # None: the operator's default (60 s)
+    census_gpuvms: int = 1000
     quick: bool = False
 
 
 FULL = Plan()
 QUICK = Plan(flips=20, fleet_sizes=(10, 30, 100), page_size=10, resync=5.0, window=12.0, burst_n=100,
              burst_start=10.0, burst_sends_timeout=60.0, burst_a_wait_ready=True, burst_a_head_start=3.0,
-             compare_n=10, quick=True)
+             compare_n=10, scale_sizes=(300,), scale_reaction_flips=20, scale_resync=5.0, census_gpuvms=100, quick=True)
 
 
 @dataclass
@@ -360,6 +365,45 @@ async def burst_a(bw: BurstWorld, procs: Processes, plan: Plan, results: Results
         results.cpu["burst (a), alongside the settled window"] = asdict(a.cpu)
 
 
+# ---- world S: scale (bench/scale.py), and the memory census ----------------------------------------
+
+
+async def scale_worlds(procs: Processes, plan: Plan, results: Results, opened: list[World]) -> None:
+    """World S for each size in turn, alone on the machine (cold start and reaction are CPU-bound)."""
+    from bench import scale
+
+    out = results.data.setdefault("scale", [])
+    for n in plan.scale_sizes:
+        splan = scale.ScalePlan(n, page_size=100, window=plan.window, resync=plan.scale_resync,
+                                reaction_flips=min(plan.scale_reaction_flips, n // 3), flips=min(100, n // 3))
+        data, cpu = await scale.run(procs, splan, opened=opened)
+        results.commands[f"world S (scale, {n:,} GpuVms)"] = data.pop("commands")
+        results.setup[f"world S: create {n:,} GpuVms as kubectl apply does"] = data["create_seconds"]
+        results.cpu.update(cpu)
+        out.append(data)
+
+
+async def census(plan: Plan, results: Results, workdir: Path) -> None:
+    """bench/census.py in a process of its own (tracemalloc sees one whole process)."""
+    import json
+    import sys
+
+    target = workdir / "census.json"
+    argv = [sys.executable, "-m", "bench.census", "--gpuvms", str(plan.census_gpuvms), "--json", str(target)]
+    _say(f"census: tracemalloc of the operator with {plan.census_gpuvms:,} GpuVms")
+    process = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    try:
+        _, err = await asyncio.wait_for(process.communicate(), 900)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    if process.returncode != 0:
+        raise RuntimeError(f"bench.census failed ({process.returncode}): {err.decode()[-2000:]}")
+    results.data["census"] = json.loads(target.read_text())
+    results.commands["census"] = [shown_command(argv)]
+
+
 # ---- the whole run -------------------------------------------------------------------------------
 
 
@@ -409,6 +453,14 @@ async def run(plan: Plan, wanted: set[str], workdir: Path) -> Results:
                 await a_task
             if r is not None or c is not None or b is not None:
                 results.phase_cpu("together: settled window, baseline script, burst (a)", parallel)
+            for world in opened:  # the scale worlds and the census run alone
+                await world.close()
+            for proc in list(procs.procs):
+                procs.stop(proc)
+            if "census" in wanted:
+                await census(plan, results, workdir)
+            if "scale" in wanted:
+                await scale_worlds(procs, plan, results, opened)
         finally:
             for world in reversed(opened):  # the Processes context stops every process after this
                 await world.close()

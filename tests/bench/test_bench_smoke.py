@@ -131,3 +131,41 @@ def test_percentile_is_nearest_rank() -> None:
     assert measure.percentile(values, 0.99) == 198.0
     assert measure.percentile(values, 0.5) == 100.0
     assert measure.summary_ms([0.010, 0.020, 0.030])["p50_ms"] == pytest.approx(20.0)
+
+
+async def test_scale_world_on_a_tiny_fleet(tmp_path: Path) -> None:
+    """World S (bench/scale.py) end to end on 12 GpuVms: every phase runs and reports, and the
+    report renders its side-by-side table and read mix. Numbers are not judged here."""
+    from bench import scale
+
+    plan = scale.ScalePlan(12, page_size=5, transition=0.2, retry_after=0.2, window=3.0, resync=1.0,
+                           reaction_flips=3, flips=4, cold_start_timeout=60.0)
+    with Processes(tmp_path) as procs:
+        opened: list[World] = []
+        s, cpu = await scale.run(procs, plan, opened=opened)
+        assert procs.procs == []  # the world stopped its processes
+    assert s["gpuvms"] == 12 and s["cold_start"]["seconds"] > s["cold_start"]["liveness_seconds"] > 0
+    assert s["cold_start"]["status_writes"].get("change") == 12
+    assert s["cold_start"]["reads"].get("walk", 0) >= 3  # ceil(12 / 5) pages, and no per-VM GETs for settled VMs
+    assert not any(k.startswith("get:") for k in s["cold_start"]["reads"])
+    assert {"kubectl-client-side-apply", "gpuvm-operator"} <= set(s["gpuvm_json"]["managers"])
+    assert s["settled"]["bulk"]["counts"] and s["settled"]["bulk"]["bound"] == math.ceil(12 / 5) + 2
+    assert s["settled"]["metrics"]["status_writes"] == {}  # nobody interfered: nothing written
+    assert s["reaction"]["flips"] == 3 and s["reaction"]["start_statuses"] == [202]
+    f = s["flips"]
+    assert f["flips"] == 4 and f["requests"].get("VirtualMachines.Start 202") == 4
+    assert f["last_start_ended"] is not None and f["ready_after_last_end"] is not None
+    assert f["completion"]["n"] == 4 and f["seen_ended_after_max"] is not None
+    assert f["metrics"]["status_writes"].get("change", 0) >= 4
+    assert sum(f["metrics"]["reads"].values()) >= 1
+    assert set(cpu) == {f"scale 12: {p}" for p in ("cold start", "settled window", "reaction", "4 flips at once")}
+    rows = scale.targets(s)
+    assert len(rows) == 10 and rows[0].met is None  # no RSS target for 12 GpuVms
+    document = {
+        "invocation": "pytest", "started": "now", "runtime_seconds": 1.0, "machine": report.machine(),
+        "plan": {**suite.QUICK.__dict__}, "scenarios": ["scale"], "results": {"scale": [s]},
+        "setup_seconds": {}, "cpu": cpu, "commands": {},
+    }
+    document["targets"] = report.targets(document)
+    text = report.markdown(document)
+    assert "### Scale (world S): 12 GpuVms" in text and "| 12 | " in text and "scale 12: reaction: p99" in text

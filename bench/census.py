@@ -1,6 +1,6 @@
 """Where the operator's memory per GpuVm goes: a tracemalloc census of the real operator.
 
-    python -m bench.census [--gpuvms 1000] [--json reports/census.json]
+    python -m bench.census [--gpuvms 300] [--json reports/census.json]
 
 The emulator, the simulator and the operator run in this one process (testbed.sandbox), so
 tracemalloc sees every allocation; allocations made by the test bed (any traceback through
@@ -24,6 +24,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from bench.world import Fleet, manifest_metadata
 from testbed.azuresim import SimulatorConfig, SimVm, Timings
 from testbed.sandbox import Sandbox, settled, wait_for
 
@@ -60,10 +61,14 @@ def census(count: int) -> dict[str, Any]:
         sb.start_operator(sb.operator_flags(subscription=SUB, timing=("--resync-interval", "5")))
         gc.collect()
         empty = tracemalloc.take_snapshot()
-        for i in range(count):
-            sb.cluster.create(f"gpuvm-{i:05d}", {"vm": {"resourceGroup": RG, "name": f"vm-{i:05d}"}, "desiredState": "Deallocated"})
+        fleet = Fleet(SUB, RG, NS, "gpuvm", count)
+        for i in range(count):  # as kubectl apply creates them (last-applied annotation, managedFields)
+            labels, annotations = manifest_metadata(fleet, f"gpuvm-{i:05d}")
+            sb.cluster.apply(f"gpuvm-{i:05d}", {"vm": {"resourceGroup": RG, "name": f"vm-{i:05d}"}, "desiredState": "Deallocated"},
+                             labels=labels, annotations=annotations)
         started = time.monotonic()
-        wait_for(lambda: sum(1 for o in sb.cluster.all_objects() if settled(o)) == count, 60 + count / 10,
+        # Generous: everything runs in one process under tracemalloc, on a machine others use too.
+        wait_for(lambda: sum(1 for o in sb.cluster.all_objects() if settled(o)) == count, 120 + count,
                  interval=0.5, what="every GpuVm settled")
         settle = time.monotonic() - started
         time.sleep(15)  # three resync intervals, and kopf's idle per-object workers (5 s) gone: steady state
@@ -92,7 +97,7 @@ def census(count: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.census", description=__doc__.splitlines()[0])
-    parser.add_argument("--gpuvms", type=int, default=1000)
+    parser.add_argument("--gpuvms", type=int, default=300)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     result = census(args.gpuvms)

@@ -219,8 +219,12 @@ def _scale(worlds: list[Mapping[str, Any]]) -> list[str]:
         "operations, Azure's throttling on), and `gpuvm-operator run` with its shipped defaults (`--namespace` only). "
         "The N GpuVms are created as `kubectl apply` creates them (the last-applied annotation, "
         "`kubectl-client-side-apply` in managedFields, labels and annotations of a platform team) while no operator "
-        "runs. **Cold start**: from the operator's process start until the watch shows every GpuVm Ready for its "
-        "generation and Deallocated. **Settled window**: after every GpuVm was walked once more and nothing changed "
+        "runs. **First adoption**: an operator starts over them and every GpuVm gets kopf's finalizer and its first "
+        "status; from its process start until the watch shows every GpuVm Ready for its generation and Deallocated. "
+        "That operator is stopped (SIGTERM) and a new one started: **cold start** is from the new process's start "
+        "until it has confirmed every GpuVm Ready and current (its `gpuvm_intent_to_desired_seconds_count` reaches N; "
+        "a settled GpuVm's status does not change, so the watch cannot tell) — issue 10's \"operator start → all "
+        "settled GpuVms Ready and current\". Everything below is measured on this second operator. **Settled window**: after every GpuVm was walked once more and nothing changed "
         "for 3 s, the operator's CPU and RSS over the window, Azure requests per observation interval, status writes "
         "by cause (`gpuvm_status_writes_total`). **Reaction**: distinct Deallocated GpuVms patched to Running one after "
         f"the other (at most {scale.REACTION_RATE:g} a second, inside the write budget), PATCH → the start request in the "
@@ -242,7 +246,7 @@ def _scale(worlds: list[Mapping[str, Any]]) -> list[str]:
         out.append(f"| {t.what} | " + " | ".join(cells) + " |")
     out.append("")
     for w in worlds:
-        c, f, st = w["cold_start"], w["flips"], w["settled"]
+        c, f, st, a = w["cold_start"], w["flips"], w["settled"], w.get("adoption") or {}
         size = w.get("gpuvm_json") or {}
         reqs = ", ".join(f"{k} {v}" for k, v in c["requests"].items()) or "none"
         out.append(
@@ -250,8 +254,13 @@ def _scale(worlds: list[Mapping[str, Any]]) -> list[str]:
             + (f"a GpuVm is {size['median_bytes'] / 1000:.1f} KB of JSON as the operator reads it "
                f"({size['median_bytes_without_managed_fields'] / 1000:.1f} KB without managedFields; managers: "
                f"{', '.join(size['managers'])}); " if size.get("n") else "")
-            + f"cold start {_s(c['seconds'])} (liveness after {_s(c['liveness_seconds'])}; Azure requests: {reqs}; "
-            f"status writes: {_counts(c['status_writes'])}; operator CPU {c['operator_cpu_percent']:.0f} % of a core over it). "
+            + (f"first adoption (no status, no finalizer yet) {_s(a['seconds'])} (Azure requests: "
+               f"{', '.join(f'{k} {v}' for k, v in a['requests'].items()) or 'none'}; status writes: {_counts(a['status_writes'])}; "
+               f"operator CPU {a['operator_cpu_percent']:.0f} % of a core; its RSS afterwards {a['operator_rss_mib_after']:.0f} MiB, "
+               f"peak {a['operator_peak_rss_mib']:.0f} MiB). " if a else "")
+            + f"Cold start over the settled GpuVms {_s(c['seconds'])} (liveness after {_s(c['liveness_seconds'])}; Azure requests: {reqs}; "
+            f"status writes: {_counts(c['status_writes'])}; status changes seen: {c.get('status_changes', '—')}; "
+            f"operator CPU {c['operator_cpu_percent']:.0f} % of a core over it). "
             f"Settled: {st['azure_requests_in_window']} Azure requests in {st['window_seconds']:.0f} s, intervals "
             f"{', '.join(map(str, st['bulk']['counts'])) or '—'} ({_counts(st['bulk']['by_operation'])}); emulator RSS "
             f"{st['emulator_rss_mib']:.0f} MiB. Flips: PATCHes took {_s(f['patch_seconds'])}, start requests "

@@ -6,8 +6,14 @@ interval, issue 15's 100 flips), so the two columns of the report differ only in
 1. the emulator and the simulator start (list pages of ``page_size`` VMs, as a real ARM endpoint
    pages; every start and deallocate takes ``transition`` seconds; Azure's throttling on);
 2. N GpuVms are created as ``kubectl apply`` creates them, while no operator runs;
-3. **cold start**: ``gpuvm-operator run`` (shipped defaults) starts; time from its process start
-   until the watch shows every GpuVm Ready for its generation and Deallocated, as Azure has it;
+3. **first adoption**: ``gpuvm-operator run`` (shipped defaults) starts; time from its process
+   start until the watch shows every GpuVm Ready for its generation and Deallocated, as Azure has
+   it (each GpuVm gets kopf's finalizer and its first status: two writes and their events);
+   once no event came for 3 s, that operator stops (SIGTERM, as a pod is stopped);
+   **cold start** (issue 10's): a new operator process over the N settled GpuVms; time from its
+   process start until it has confirmed every GpuVm Ready and current (its own
+   ``gpuvm_intent_to_desired_seconds_count`` reaches N; a settled status does not change, so
+   the watch cannot tell), with the status changes and Azure requests it caused;
 4. **settled window**: every GpuVm was walked again after settling and nothing changed for 3 s;
    then at least ``window`` seconds of the operator's CPU and memory, Azure requests per
    observation interval, status writes by cause (``gpuvm_status_writes_total``);
@@ -89,35 +95,42 @@ async def run(procs: Processes, plan: ScalePlan, *, opened: list[World]) -> tupl
         await world.create([fleet], parallel=32)
         out["create_seconds"] = time.monotonic() - began
 
-        # ---- cold start
-        _say(f"scale {n:,}: cold start")
+        # ---- first adoption: GpuVms without status, no finalizer; every one gets both
+        _say(f"scale {n:,}: first adoption (no status yet)")
+        op_flags = ["--namespace", fleet.namespace] + ([f"--resync-interval={plan.resync:g}"] if plan.resync else [])
+
+        def mine() -> list[Any]:
+            return [p for p in procs.procs if p.name.endswith(f"-{side_name}")]
+
         counters0 = await admin.counters()
         settled = world.tracker(fleet.keys, "Deallocated")
-        op_flags = ["--namespace", fleet.namespace] + ([f"--resync-interval={plan.resync:g}"] if plan.resync else [])
         operator = world.add_operator(side_name, subscription=fleet.subscription, flags=op_flags)
-        out["commands"] = [p.command for p in procs.procs if p.name.endswith(f"-{side_name}")]
-        meter = CpuMeter([p for p in procs.procs if p.name.endswith(f"-{side_name}")])
+        meter = CpuMeter(mine())
         try:
             done = await world.watcher.wait(lambda: len(settled.now) == n, plan.cold_start_timeout,
                                             f"{n} GpuVms Ready after the operator started (now {len(settled.now)})")
         finally:
             world.watcher.untrack(settled)
         window = meter.read()
-        cpu[f"scale {n:,}: cold start"] = asdict(window)
-        counters = await admin.counters()
-        requests = _delta(counters0, counters)
-        metrics = _counters(operator)
-        out["cold_start"] = {
-            "seconds": done - operator.spawned,
-            "liveness_seconds": operator.live - operator.spawned,
-            "requests": {f"{op} {st}": c for (op, st), c in sorted(requests.items())},
-            "throttled": count_status(requests, 429),
-            "status_writes": metrics["status_writes"],
-            "reads": metrics["reads"],
-            "operator_cpu_percent": window.cpu_percent.get(operator.proc.name),
-            "operator_rss_mib": window.rss_mib.get(operator.proc.name),
-        }
+        cpu[f"scale {n:,}: first adoption"] = asdict(window)
+        out["adoption"] = _start_record(operator, done, _delta(counters0, await admin.counters()), window)
+        await _no_events(world, quiet=3.0, timeout=120.0)
+        out["adoption"]["operator_rss_mib_after"] = operator.proc.usage().rss_mib
+        out["adoption"]["operator_peak_rss_mib"] = operator.proc.peak_rss_mib
         out["gpuvm_json"] = measure.object_bytes(list(world.watcher.objects.values())[:2000])
+        world.stop_operator(side_name)
+
+        # ---- cold start: a new operator process over N settled GpuVms (a restart, an upgrade)
+        _say(f"scale {n:,}: cold start over {n:,} settled GpuVms")
+        counters0, events0 = await admin.counters(), world.watcher.events
+        operator = world.add_operator(side_name, subscription=fleet.subscription, flags=op_flags)
+        out["commands"] = [p.command for p in mine()]
+        meter = CpuMeter(mine())
+        done = await _all_current(operator, n, timeout=plan.cold_start_timeout)
+        window = meter.read()
+        cpu[f"scale {n:,}: cold start"] = asdict(window)
+        out["cold_start"] = _start_record(operator, done, _delta(counters0, await admin.counters()), window)
+        out["cold_start"]["status_changes"] = world.watcher.events - events0
 
         # ---- settled window
         settled_at = time.monotonic()
@@ -125,7 +138,7 @@ async def run(procs: Processes, plan: ScalePlan, *, opened: list[World]) -> tupl
         _say(f"scale {n:,}: settled window, at least {plan.window:g} s")
         since, events0 = time.monotonic(), world.watcher.events
         metrics0 = _counters(operator)
-        meter = CpuMeter([p for p in procs.procs if p.name.endswith(f"-{side_name}")])
+        meter = CpuMeter(mine())
         await asyncio.sleep(plan.window)
         window = meter.read()
         until = time.monotonic()
@@ -151,7 +164,7 @@ async def run(procs: Processes, plan: ScalePlan, *, opened: list[World]) -> tupl
         # ---- reaction with N present: distinct GpuVms, one after the other
         reaction_keys = fleet.keys[:plan.reaction_flips]
         _say(f"scale {n:,}: reaction, {len(reaction_keys)} GpuVms patched to Running one after the other")
-        meter = CpuMeter([p for p in procs.procs if p.name.endswith(f"-{side_name}")])
+        meter = CpuMeter(mine())
         samples, statuses = [], set()
         for key in reaction_keys:
             began = time.monotonic()
@@ -173,13 +186,55 @@ async def run(procs: Processes, plan: ScalePlan, *, opened: list[World]) -> tupl
         _say(f"scale {n:,}: {len(flip_keys)} GpuVms patched to Running at once")
         out["flips"] = await _flips(world, admin, operator, flip_keys, flip_names, plan,
                                     cpu=cpu, cpu_label=f"scale {n:,}: {len(flip_keys)} flips at once",
-                                    procs=[p for p in procs.procs if p.name.endswith(f"-{side_name}")])
+                                    procs=mine())
         out["operator_log"] = operator.proc.log_stats()
     finally:
         await world.close()
-        for proc in [p for p in procs.procs if p.name.endswith(f"-{side_name}")]:
+        for proc in [p for p in procs.procs if p.name.endswith(f"-{side_name}")]:  # also on failure
             procs.stop(proc)
     return out, cpu
+
+
+def _start_record(operator: Operator, done: float, requests: dict[Any, float], window: measure.CpuWindow) -> dict[str, Any]:
+    metrics = _counters(operator)
+    return {
+        "seconds": done - operator.spawned,
+        "liveness_seconds": operator.live - operator.spawned,
+        "requests": {f"{op} {st}": c for (op, st), c in sorted(requests.items())},
+        "throttled": count_status(requests, 429),
+        "status_writes": metrics["status_writes"],
+        "reads": metrics["reads"],
+        "operator_cpu_percent": window.cpu_percent.get(operator.proc.name),
+        "operator_rss_mib": window.rss_mib.get(operator.proc.name),
+    }
+
+
+async def _all_current(operator: Operator, n: int, *, timeout: float) -> float:
+    """Until the operator has confirmed every GpuVm Ready and current: each GpuVm it starts to
+    drive counts once in gpuvm_intent_to_desired_seconds when its step ends Ready with the status
+    written (or found unchanged). The watch cannot tell this: a settled GpuVm's status does not change."""
+    deadline = time.monotonic() + timeout
+    count = 0.0
+    while time.monotonic() < deadline:
+        for line in operator.metrics().splitlines():
+            if line.startswith("gpuvm_intent_to_desired_seconds_count"):
+                count = float(line.rsplit(" ", 1)[1])
+        if count >= n:
+            return time.monotonic()
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"the operator confirmed {count:.0f} of {n} GpuVms within {timeout:g} s")
+
+
+async def _no_events(world: World, *, quiet: float, timeout: float) -> None:
+    """Until the watch delivered nothing for ``quiet`` seconds (the operator's last writes are in)."""
+    deadline = time.monotonic() + timeout
+    quiet_since, events = time.monotonic(), world.watcher.events
+    while time.monotonic() < deadline:
+        if world.watcher.events != events:
+            quiet_since, events = time.monotonic(), world.watcher.events
+        elif time.monotonic() - quiet_since >= quiet:
+            return
+        await asyncio.sleep(0.2)
 
 
 async def _quiet(world: World, admin: Any, fleet: Fleet, settled_at: float, *, timeout: float) -> None:

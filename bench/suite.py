@@ -58,7 +58,7 @@ class Plan:
     scale_sizes: tuple[int, ...] = (1000, 10000)  # world S (bench/scale.py), one after the other, alone
     scale_reaction_flips: int = 200
     scale_resync: float | None = None  # None: the operator's default (60 s)
-    census_gpuvms: int = 1000
+    census_gpuvms: int = 300  # tracemalloc in one process with the emulator and simulator: 1,000 take >5 min here
     quick: bool = False
 
 

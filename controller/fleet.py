@@ -49,6 +49,14 @@ WALK_RETRY = 2.0  # seconds before a failed walk is tried again (doubling, cappe
 # what one status poll per operation in flight would (a walk ends them all at once).
 BUSY_WALK_COST_SHARE = 0.25
 
+# A subscription's first walk waits until GpuVms naming it stop being announced: kopf hands over a
+# cluster's GpuVms one by one at start-up (10,000 take it about 20 s on two cores), and a walk
+# that starts with the first of them tells only those announced so far — the rest would cost
+# more walks and tag cycles at the list budget's 4 pages a second. Announcements are over when
+# none came for ANNOUNCED_QUIET seconds; the wait never exceeds ANNOUNCED_WAIT.
+ANNOUNCED_QUIET = 0.5
+ANNOUNCED_WAIT = 30.0
+
 
 @dataclass(frozen=True)
 class FleetSettings:
@@ -343,6 +351,8 @@ class Fleet:
     async def _walk_loop(self, subscription: str, sub: _Subscription) -> None:
         loop = asyncio.get_running_loop()
         first_rounds = 0
+        if not sub.synced:
+            await self._announced(subscription)
         while True:
             keys = self._wanted(subscription)
             if not keys:
@@ -384,6 +394,18 @@ class Fleet:
                 log.exception("bulk observation of subscription %s failed unexpectedly", subscription)
                 self._synced(subscription, sub)
             await self._pause(subscription, sub, started)
+
+    async def _announced(self, subscription: str) -> None:
+        """Until no GpuVm naming the subscription was announced for ANNOUNCED_QUIET seconds (bounded)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ANNOUNCED_WAIT
+        count = len(self._wanted(subscription))
+        while loop.time() < deadline:
+            await asyncio.sleep(ANNOUNCED_QUIET)
+            now = len(self._wanted(subscription))
+            if now == count:
+                return
+            count = now
 
     def _round_done(self, sub: _Subscription) -> None:
         """The VMs that waited for this round are told (those it did not settle read alone)."""

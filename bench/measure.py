@@ -148,13 +148,15 @@ class Intervals:
 
 
 def interval_counts(requests: Sequence[Request], *, subscription: str, gpuvms: int, page_size: int,
-                    since: float, until: float, resync: float) -> Intervals:
+                    since: float, until: float, resync: float, gap: float | None = None) -> Intervals:
     """Requests per observation interval (from one walk's first page to the next one's) in [since, until].
 
-    Pages closer together than a third of ``resync`` (at most 1 s) belong to one walk."""
+    Pages closer together than ``gap`` (default: a third of ``resync``, at most 1 s) belong to one
+    walk. A walk of 100 pages on a busy machine can pause longer than 1 s between two pages; where
+    only resync walks run, a third of the interval tells walks apart without splitting one."""
     sub = subscription.lower()
     mine = [r for r in requests if r.subscription == sub and since <= r.time <= until]
-    starts = [w.start for w in walks_of(mine, sub, gap=min(1.0, resync / 3))]
+    starts = [w.start for w in walks_of(mine, sub, gap=min(1.0, resync / 3) if gap is None else gap)]
     counts, by_op = [], {}
     for a, b in zip(starts, starts[1:]):
         inside = [r for r in mine if a <= r.time < b]

@@ -299,8 +299,9 @@ def _census(c: Mapping[str, Any] | None) -> list[str]:
         f"- by owner: {owners}.",
         f"- biggest sites: {sites}.",
         "",
-        "At a few hundred GpuVms, per-connection state (aiohttp's connector, asyncio's SSL protocol) still shows up "
-        "per GpuVm; it does not grow with the fleet.",
+        "Divided by N, a few allocations look per GpuVm that are not: `asyncio/sslproto.py` and `aiohttp/connector.py` "
+        "are open TLS connections to Azure (asyncio gives each a 256 KiB buffer), as many as reads ran at once "
+        "and bounded by the connector's limit, not by the number of GpuVms.",
         "",
     ]
 

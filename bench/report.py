@@ -100,7 +100,7 @@ def targets(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
     if fp:
         rss = fp["rss_mib"].get("operator-r")
         cpu = fp["cpu_percent"].get("operator-r")
-        row(f"footprint, {fp['gpuvms']:,} GpuVms: operator RSS", "<= 150 MiB", f"{rss:.0f} MiB (peak {fp['operator_peak_rss_mib']:.0f})",
+        row(f"footprint, {fp['gpuvms']:,} GpuVms (world R: adopted while it ran, after the flips): operator RSS", "<= 150 MiB", f"{rss:.0f} MiB (peak {fp['operator_peak_rss_mib']:.0f})",
             rss is not None and rss <= 150)
         row(f"footprint, settled: operator CPU over {fp['window_seconds']:.0f} s (resync {fp['resync_seconds']:g} s)",
             "<= 2 % of a core", f"{cpu:.2f} %", cpu is not None and cpu <= 2)

@@ -10,7 +10,11 @@
 - World B (burst): one emulator, two simulators, two operators. (b): ARM's write bucket relaxed,
   in the simulator and in the operator (``--azure-budget write=...``), every other budget as shipped; (a): as shipped, every Azure limit on. 1,000 GpuVms flipped at once.
 
-Order, chosen so the whole suite fits in ten minutes on two cores without two CPU-bound
+- After everything else stopped, alone on the machine: bench/census.py (tracemalloc, a process of
+  its own), then world S (scale, bench/scale.py) with 1,000 and then 10,000 GpuVms; the money trace
+  (bench/money.py) runs after the report is written. About 20 minutes in all on two cores.
+
+Order of the first three worlds, chosen so they fit in ten minutes without two CPU-bound
 measurements ever overlapping: C's operator side; R's flips and settling; B's settling and
 burst (b); then, together, R's settled window, the baseline script and burst (a). None of those
 three is CPU-bound: the window measures an idle operator's own CPU time and memory and counts

@@ -273,6 +273,7 @@ def start_simulator(
 class Operator:
     proc: Proc
     metrics_url: str | None
+    health_url: str | None = None  # kopf's liveness endpoint: its probes (``operator``: active, gpuvms)
 
     def metrics(self) -> str:
         if not self.metrics_url:
@@ -317,4 +318,5 @@ def start_operator(
             return False
 
     wait_until(live, timeout, f"{name} liveness", interval=0.1, alive=[proc])
-    return Operator(proc, f"http://127.0.0.1:{metrics_port}/metrics" if metrics_port else None)
+    return Operator(proc, f"http://127.0.0.1:{metrics_port}/metrics" if metrics_port else None,
+                    f"http://127.0.0.1:{health}/healthz")

@@ -183,6 +183,8 @@ class Watcher:
     async def _run(self) -> None:
         while True:
             try:
+                if self._rv == "":
+                    await self._relist()
                 response = await self.api.watch_lines(self._rv)
                 try:
                     async for line in response.content:
@@ -203,7 +205,7 @@ class Watcher:
         if kind == "BOOKMARK":
             return
         if kind == "ERROR":
-            self._rv = "0"  # expired: start again from the current state
+            self._rv = ""  # expired (410): list again before watching on
             return
         key = key_of(obj)
         self.events += 1
@@ -226,6 +228,18 @@ class Watcher:
                     still.append(e)
             self._expectations = still
         self._changed.set()
+
+    async def _relist(self) -> None:
+        """What an informer does after 410 Gone: list, and take what vanished meanwhile as
+        deleted (a watch from "now" would never say so), then watch from the list's version."""
+        listing = await self.api.list()
+        now = time.monotonic()
+        items = {key_of(item): item for item in listing.get("items", [])}
+        for key in [k for k in self.objects if k not in items]:
+            self._event(now, {"type": "DELETED", "object": self.objects[key]})
+        for item in items.values():
+            self._event(now, {"type": "MODIFIED", "object": item})
+        self._rv = listing.get("metadata", {}).get("resourceVersion", "0")
 
     def expect(self, key: Key, predicate: Callable[[Obj], bool]) -> asyncio.Future[tuple[float, Obj]]:
         """A future for the first event from now on in which ``key`` satisfies ``predicate``:

@@ -139,6 +139,7 @@ class Soak:
         self._log_seq = 0
         self._ops_since = 0.0
         self._poll_lock = asyncio.Lock()
+        self._pending_marks: list[str] = []
 
     # ---- the run ---------------------------------------------------------------------------
 
@@ -691,6 +692,9 @@ class Soak:
 
     async def _sample_rss(self) -> None:
         while True:
+            pending, self._pending_marks = self._pending_marks, []
+            for label in pending:
+                self._mark_rss(label)
             for op in list(self.operators):
                 try:
                     self.out.rss.append((time.monotonic(), self.applied, op.proc.name, op.proc.usage().rss_mib))
@@ -699,13 +703,15 @@ class Soak:
             await asyncio.sleep(2.0)  # the sampler's pace
 
     def _mark_rss(self, label: str, op: Operator | None = None) -> None:
+        """The RSS of ``op`` (default: the operator serving) under ``label``; while none serves
+        (a restart), the first one serving next is read (by the sampler)."""
         op = op or self._main_operator()
-        if op is None:
-            return
         try:
+            if op is None:
+                raise OSError("no operator serving")
             self.out.rss_marks[label] = (op.proc.name, op.proc.usage().rss_mib)
         except OSError:
-            pass
+            self._pending_marks.append(label)
 
     def _main_operator(self) -> Operator | None:
         return self.operators[0] if len(self.operators) == 1 else next(

@@ -210,6 +210,9 @@ _WEIGHTS: dict[str, int] = {
 }
 
 
+_WITH_FOLLOW_UPS = frozenset({"flipflop", "delete", "vm-delete", "tags-remove"})
+
+
 @dataclass
 class _Planned:
     """The generator's own picture of the world, as planned."""
@@ -249,7 +252,9 @@ def generate(config: SoakConfig) -> Plan:
             intents.append(_apply(planned, Intent(len(intents), round(now, 3), kind, key, params)))
             continue
         now += step
-        kind, key, params = _primary(rng, planned, later, config.duration - now)
+        # A primary that plans a follow-up needs a place for it within the count.
+        room = config.intents - len(intents) - 1 - len(follow_ups) > 0
+        kind, key, params = _primary(rng, planned, later if room else None, config.duration - now)
         intents.append(_apply(planned, Intent(len(intents), round(now, 3), kind, key, params)))
     return Plan(config, vms, gpuvms, tuple(intents), _disruptions(config, rng))
 
@@ -278,6 +283,8 @@ def _other(rng: random.Random, current: str) -> str:
 def _make(choice: str, rng: random.Random, p: _Planned, key: Key, spec: Mapping[str, Any], vm: str,
           later: Any, remaining: float) -> tuple[IntentKind, Key, dict[str, Any]] | None:
     in_azure = vm not in p.deleted_vms
+    if later is None and choice in _WITH_FOLLOW_UPS:
+        return None
     if choice == "desired":
         return IntentKind.DESIRED, key, {"desiredState": _other(rng, spec["desiredState"])}
     if choice == "flipflop":
@@ -302,7 +309,7 @@ def _make(choice: str, rng: random.Random, p: _Planned, key: Key, spec: Mapping[
     if choice == "oob":
         return (IntentKind.OOB, key, {"vm": vm, "action": rng.choice(("start", "deallocate"))}) if in_azure else None
     if choice == "vm-delete":
-        if not in_azure:
+        if not in_azure or vm in p.untagged_vms:  # its tags' restore must find it
             return None
         # Back as it would come back (from its disk): in a settled state, whatever it was doing.
         later(rng.uniform(5.0, 25.0), IntentKind.VM_RESTORE, key, {"vm": vm, "power": rng.choice(("running", "deallocated"))})

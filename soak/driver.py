@@ -244,7 +244,9 @@ class Soak:
         return await handler(intent)
 
     async def _patch(self, key: Key, change: Mapping[str, Any]) -> float:
-        """``kubectl patch --type merge`` of the spec; the moment the server took it."""
+        """``kubectl patch --type merge`` of the spec. Every intent is recorded at the moment its
+        request was sent: the server took it at or after then, and the operator may act on it
+        before the answer is back here (the model allows acting late, by ``lag``, not early)."""
         spec = self.specs[key]
         for k, v in change.items():
             if v is None:
@@ -253,10 +255,10 @@ class Soak:
                 spec[k] = v
         crd = {k: (self._crd_spec(key, spec).get(k) if v is not None else None) for k, v in change.items()}
         path = f"/apis/{GROUP}/{VERSION}/namespaces/{key[0]}/{PLURAL}/{key[1]}?fieldManager=kubectl-patch"
+        t = time.monotonic()  # sent: the server took it at or after this
         status, body = await self._retrying("PATCH", path, {"spec": crd}, content_type="application/merge-patch+json")
         if status != 200:
             raise RuntimeError(f"PATCH {key}: {status} {str(body)[:200]}")
-        t = time.monotonic()
         self.world.spec_changed(key, t, self._model_spec(spec))
         return t
 
@@ -305,10 +307,10 @@ class Soak:
             await self._patch(key, {"deletionPolicy": policy})
         self.gone_at.pop(key, None)
         path = f"/apis/{GROUP}/{VERSION}/namespaces/{key[0]}/{PLURAL}/{key[1]}"
+        t = time.monotonic()
         status, body = await self._retrying("DELETE", path)
         if status not in (200, 202):
             raise RuntimeError(f"DELETE {key}: {status} {str(body)[:200]}")
-        t = time.monotonic()
         self.world.spec_changed(key, t, self._model_spec(self.specs[key]), deleting=policy, generation_change=False)
         return "deleting" if body.get("kind") != "Status" else "deleted at once"
 
@@ -321,8 +323,9 @@ class Soak:
         change = self.world.change_at(key, float("inf"))
         self.world.spec_changed(key, max(self.gone_at[key], change.at if change else 0.0), None)
         self.specs[key] = dict(i.params["spec"])
+        sent = time.monotonic()
         await self.api.apply(key[0], key[1], self._crd_spec(key, self.specs[key]))
-        self.world.spec_changed(key, time.monotonic(), self._model_spec(self.specs[key]))
+        self.world.spec_changed(key, sent, self._model_spec(self.specs[key]))
         return self.specs[key]["desiredState"]
 
     async def _sim_vm(self, method: str, vm: str, action: str, body: Any = None) -> tuple[int, Any]:
@@ -343,18 +346,19 @@ class Soak:
 
     async def _vm_delete(self, i: Intent) -> str:
         vm = i.params["vm"]
+        sent = time.monotonic()
         status, body = await self._sim_vm("DELETE", vm, "")
         if status != 200:
             raise RuntimeError(f"deleting VM {vm}: {status} {body}")
-        self.world.vms[vm].deleted.append([time.monotonic(), None])
+        self.world.vms[vm].deleted.append([sent, None])
         return "deleted"
 
     async def _vm_restore(self, i: Intent) -> str:
         vm, power = i.params["vm"], i.params["power"]
+        t = time.monotonic()
         status, body = await self._sim_vm("POST", vm, "restore", {"powerState": power})
         if status != 200:
             raise RuntimeError(f"restoring VM {vm}: {status} {body}")
-        t = time.monotonic()
         record = self.world.vms[vm]
         record.deleted[-1][1] = t
         record.restored_as.append((t, power))
@@ -362,18 +366,20 @@ class Soak:
 
     async def _tags_remove(self, i: Intent) -> str:
         vm = i.params["vm"]
+        sent = time.monotonic()
         status, body = await self._sim_vm("PUT", vm, "tags", {"tags": {}})
         if status != 200:
             raise RuntimeError(f"untagging VM {vm}: {status} {body}")
-        self.world.vms[vm].untagged.append([time.monotonic(), None])
+        self.world.vms[vm].untagged.append([sent, None])
         return "removed"
 
     async def _tags_restore(self, i: Intent) -> str:
         vm = i.params["vm"]
+        sent = time.monotonic()
         status, body = await self._sim_vm("PUT", vm, "tags", {"tags": dict(MANAGED)})
         if status != 200:
             raise RuntimeError(f"tagging VM {vm}: {status} {body}")
-        self.world.vms[vm].untagged[-1][1] = time.monotonic()
+        self.world.vms[vm].untagged[-1][1] = sent
         return "restored"
 
     async def _claim_create(self, i: Intent) -> str:
@@ -404,35 +410,38 @@ class Soak:
             self.pods[pod] = (ns, uid)
             metadata["ownerReferences"] = [{"apiVersion": "v1", "kind": "Pod", "name": pod, "uid": uid}]
             record.pod, record.labelled = pod, variant == "pod"
+        sent = time.monotonic()
         status, body = await self._retrying("POST", f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/{CLAIMS}", {
             "apiVersion": f"{GROUP}/{VERSION}", "kind": "GpuVmClaim", "metadata": metadata, "spec": spec})
         if status != 201:
             raise RuntimeError(f"creating claim {name}: {status} {str(body)[:200]}")
-        record.created = time.monotonic()
+        record.created = sent
         self.world.claim(record)
         return variant
 
     async def _claim_delete(self, i: Intent) -> str:
         ns = i.key[0]
         record = self.world.claims.get((ns, i.params["claim"]))
+        sent = time.monotonic()
         status, body = await self._retrying("DELETE", f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/{CLAIMS}/{i.params['claim']}")
         if status not in (200, 404):
             raise RuntimeError(f"deleting claim: {status} {str(body)[:200]}")
         if record is not None and record.deleted is None:
-            record.deleted = time.monotonic()
+            record.deleted = sent
             self.world.claim_changed(record)
         return "deleted" if status == 200 else "already gone"
 
     async def _pod_finish(self, i: Intent) -> str:
         pod, phase = i.params["pod"], i.params["phase"]
         ns, _ = self.pods[pod]
+        sent = time.monotonic()
         status, body = await self._retrying("PATCH", f"/api/v1/namespaces/{ns}/pods/{pod}/status",
                                             {"status": {"phase": phase}}, content_type="application/merge-patch+json")
         if status != 200:
             raise RuntimeError(f"finishing Pod {pod}: {status} {str(body)[:200]}")
         record = self.world.claims.get((ns, i.params["claim"]))
         if record is not None and record.finished is None:
-            record.finished, record.finished_phase = time.monotonic(), phase
+            record.finished, record.finished_phase = sent, phase
             self.world.claim_changed(record)
         return phase
 
@@ -691,7 +700,14 @@ class Soak:
         self._ops_since = began
 
     async def _sample_rss(self) -> None:
+        """RSS of each operator every 2 s, and a progress line a minute for the one who waits."""
+        shown = time.monotonic()
         while True:
+            if time.monotonic() - shown >= 60:
+                shown = time.monotonic()
+                print(f"soak: {self.applied:,} of {len(self.plan.intents):,} intents applied, "
+                      f"{len(self.out.disruptions)} of {len(self.plan.disruptions)} disruptions, "
+                      f"{len(self.out.requests):,} Azure requests", flush=True)
             pending, self._pending_marks = self._pending_marks, []
             for label in pending:
                 self._mark_rss(label)

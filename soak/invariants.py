@@ -254,7 +254,9 @@ def operations(verdicts: list[OperationVerdict], world: model.World) -> Invarian
                for v in excess[:30]]
     concerned = []
     for v in excess[:5]:
-        owners = world.owners(v.operation.vm, v.operation.start) or world.owners(v.operation.vm, v.operation.start - world.timing.lag)
+        start, lag = v.operation.start, world.timing.lag
+        owners = (world.owners(v.operation.vm, start) or world.owners(v.operation.vm, start - lag)
+                  or world.owners(v.operation.vm, start + lag))  # the GpuVm that named it before or next
         concerned.extend(_name(k) for k in owners[:1])
     value = (f"{len(verdicts)} operations ({', '.join(f'{n} {a}' for a, n in sorted(actions.items()))}): "
              f"{counts['needed']} needed, {counts['retry']} documented retries, {counts['excess']} excess; "

@@ -25,11 +25,13 @@ TIMEOUT_FAULT = 5.0  # a chaos "timeout" holds a request this long, then drops i
 SLACK = 2.0
 
 
-def starvation_bound(max_in_flight: int) -> tuple[float, str]:
-    bound = POLL_INTERVAL + max_in_flight / POLL_RATE + 2 * TIMEOUT_FAULT + SLACK
+def starvation_bound(max_in_flight: int) -> tuple[float, float, str]:
+    """(the bound under faults, the budget's own bound I + N / P + slack, how they are derived)."""
+    strict = POLL_INTERVAL + max_in_flight / POLL_RATE + SLACK
+    bound = strict + 2 * TIMEOUT_FAULT
     text = (f"poll interval {POLL_INTERVAL:g} s + {max_in_flight} operations in flight at most / {POLL_RATE:g} polls per s "
-            f"+ two faulted requests in a row held {TIMEOUT_FAULT:g} s each + {SLACK:g} s slack")
-    return bound, text
+            f"+ {SLACK:g} s slack + two faulted requests in a row held {TIMEOUT_FAULT:g} s each")
+    return bound, strict, text
 
 
 def max_in_flight(operations: Mapping[str, Mapping[str, Any]], now: float) -> int:
@@ -49,7 +51,7 @@ def verdict(out: Collected, now: float) -> list[inv.Invariant]:
     world = out.world
     world.set_operations(model_operations(out.operations))
     windows = [r.down for r in out.disruptions if r.down is not None]
-    bound, derivation = starvation_bound(max_in_flight(out.operations, now))
+    bound, strict, derivation = starvation_bound(max_in_flight(out.operations, now))
     return [
         inv.intents_applied(len(out.plan.intents), len(out.applied), out.skipped),
         inv.converged(out.convergence_misses, out.converged_at, out.faults_off, out.quiet, out.plan.config.settle,
@@ -59,7 +61,7 @@ def verdict(out: Collected, now: float) -> list[inv.Invariant]:
         inv.log_errors(out.logs),
         inv.secrets(out.secrets, out.logs, out.gpuvms, out.claims, out.events),
         inv.rss(out.rss_marks, out.rss, out.plan.config.rss_after, len(out.plan.intents)),
-        inv.starvation(out.operations, out.requests, windows, bound=bound, derivation=derivation, now=now),
+        inv.starvation(out.operations, out.requests, windows, bound=bound, strict=strict, derivation=derivation, now=now),
         inv.disruptions(out.disruptions, len(out.plan.disruptions)),
         inv.recording(out.requests_missed, len(out.requests), out.errors),
     ]

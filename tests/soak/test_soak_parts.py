@@ -205,3 +205,20 @@ def test_the_section_is_replaced_and_the_rest_kept(tmp_path: Path) -> None:
     path.write_text("# Reliability\n\nintro\n")
     report.write_section(path, "## Chaos soak\n\nnew\n")
     assert path.read_text() == "# Reliability\n\nintro\n\n## Chaos soak\n\nnew\n"
+
+
+def test_the_starvation_guard_holds_clean_operations_to_the_budgets_bound() -> None:
+    from bench.clients import Request
+
+    path = f"/subscriptions/s/resourceGroups/rg-team-a/providers/Microsoft.Compute/virtualMachines/{VM}/instanceView"
+    ops = {"op1": {"id": "op1", "vm": VM, "resource_group": "rg-team-a", "action": "start", "origin": "api",
+                   "start": 0.0, "end": 4.0, "status": "Succeeded"}}
+    seen = [Request(0.0, "POST", path.replace("instanceView", "start"), "VirtualMachines.Start", VM, 202),
+            *(Request(t, "GET", path, "VirtualMachines.InstanceView", VM, 200) for t in (1.0, 2.0, 7.0))]
+    judged = inv.starvation(ops, seen, [], bound=20.0, strict=4.0, derivation="test", now=10.0)
+    assert not judged.ok and judged.numbers["clean_longest"] == 5.0  # 2 s -> 7 s, no fault met: over 4 s
+    faulted = [*seen, Request(3.0, "GET", path, "VirtualMachines.InstanceView", VM, 503)]
+    assert inv.starvation(ops, faulted, [], bound=20.0, strict=4.0, derivation="test", now=10.0).ok
+    assert not inv.starvation(ops, faulted, [], bound=4.5, strict=4.0, derivation="test", now=10.0).ok
+    # Across a kill (no operator could look) it is left out.
+    assert inv.starvation(ops, seen, [(1.5, 6.0)], bound=4.5, strict=4.0, derivation="test", now=10.0).ok

@@ -57,14 +57,17 @@ def expected_power(world: model.World, key: Key, t: float) -> str | None:
 
 
 def drift_allowed(world: model.World, key: Key, t: float, expected: str) -> bool:
-    """driftPolicy Report and someone else changed the VM's power since the spec was written:
-    Drifted (hands off) is what the intent asks, unless it looks like an eviction (a wanted Spot
-    VM deallocated), which is restarted whatever the policy."""
+    """driftPolicy Report and someone else changed the VM's power since the spec was written (out
+    of band, or the VM deleted and restored in another state): Drifted (hands off) is what the
+    intent asks, unless it looks like an eviction (a wanted Spot VM deallocated), which is
+    restarted whatever the policy."""
     spec = world.spec_at(key, t)
     if spec is None or spec.get("driftPolicy") != "Report":
         return False
     since = world.generation_since(key, t)
     vm = world.vms[spec["vm"]]
+    if any(at > since and power != expected for at, power in vm.restored_as):
+        return True  # deleted in Azure and back in another power state: a change nobody here made
     return any(accepted and at > since and not (vm.spot and action == "deallocate" and expected == "running")
                for at, action, accepted in vm.oob)
 
@@ -255,9 +258,9 @@ def operations(verdicts: list[OperationVerdict], world: model.World) -> Invarian
     concerned = []
     for v in excess[:5]:
         start, lag = v.operation.start, world.timing.lag
-        owners = (world.owners(v.operation.vm, start) or world.owners(v.operation.vm, start - lag)
-                  or world.owners(v.operation.vm, start + lag))  # the GpuVm that named it before or next
-        concerned.extend(_name(k) for k in owners[:1])
+        owners = [*world.owners(v.operation.vm, start), *world.owners(v.operation.vm, start - lag),
+                  *world.owners(v.operation.vm, start + lag)]  # the GpuVms that named it, before or next
+        concerned.extend(_name(k) for k in dict.fromkeys(owners))
     value = (f"{len(verdicts)} operations ({', '.join(f'{n} {a}' for a, n in sorted(actions.items()))}): "
              f"{counts['needed']} needed, {counts['retry']} documented retries, {counts['excess']} excess; "
              f"{len(stale)} acted on an intent superseded up to {max(stale, default=0):.1f} s before")

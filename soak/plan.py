@@ -225,6 +225,7 @@ class _Planned:
     untagged_vms: set[str] = field(default_factory=set)
     claims: dict[str, tuple[Key, str]] = field(default_factory=dict)  # claim -> (GpuVm, variant)
     running_pods: dict[str, str] = field(default_factory=dict)  # pod -> its claim
+    flipping: dict[Key, int] = field(default_factory=dict)  # GpuVm -> second halves of flip-flops to come
 
 
 def generate(config: SoakConfig) -> Plan:
@@ -242,6 +243,8 @@ def generate(config: SoakConfig) -> Plan:
 
     def later(delay: float, kind: IntentKind, key: Key, params: dict[str, Any]) -> None:
         heapq.heappush(follow_ups, (now + delay, next(seq), kind, key, params))
+        if kind is IntentKind.DESIRED:
+            planned.flipping[key] = planned.flipping.get(key, 0) + 1
 
     while len(intents) < config.intents:
         due = follow_ups[0][0] if follow_ups else None
@@ -249,6 +252,8 @@ def generate(config: SoakConfig) -> Plan:
         if due is not None and (due <= now + step or only_follow_ups):
             at, _, kind, key, params = heapq.heappop(follow_ups)
             now = max(now, at)
+            if kind is IntentKind.DESIRED:
+                planned.flipping[key] -= 1
             intents.append(_apply(planned, Intent(len(intents), round(now, 3), kind, key, params)))
             continue
         now += step
@@ -294,7 +299,7 @@ def _make(choice: str, rng: random.Random, p: _Planned, key: Key, spec: Mapping[
     if choice == "driftPolicy":
         return IntentKind.DRIFT_POLICY, key, {"driftPolicy": "Report" if spec["driftPolicy"] == "Enforce" else "Enforce"}
     if choice == "delete":
-        if len(p.specs) < 2:
+        if len(p.specs) < 2 or p.flipping.get(key):  # the flip-flop's second half needs the GpuVm
             return None
         policy = rng.choice(("Retain", "Deallocate"))
         recreated = {**spec, "desiredState": rng.choices(DESIRED, (4, 4, 3))[0], "deletionPolicy": rng.choice(("Retain", "Deallocate"))}

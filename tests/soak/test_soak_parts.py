@@ -44,7 +44,14 @@ def test_every_follow_up_is_planned_within_the_count() -> None:
         assert n[IntentKind.VM_DELETE] == n[IntentKind.VM_RESTORE] > 0
         assert n[IntentKind.DELETE] == n[IntentKind.RECREATE] > 0
         untagged: set[str] = set()
+        live = {g.key for g in plan.gpuvms}
         for i in plan.intents:
+            if i.kind is IntentKind.DELETE:
+                live.discard(i.key)
+            elif i.kind is IntentKind.RECREATE:
+                live.add(i.key)
+            elif i.kind is IntentKind.DESIRED:
+                assert i.key in live, i.describe()  # no flip-flop half for a GpuVm deleted in between
             if i.kind is IntentKind.TAGS_REMOVE:
                 untagged.add(i.params["vm"])
             elif i.kind is IntentKind.TAGS_RESTORE:

@@ -5,7 +5,8 @@ section and reports/soak.json. Exit status 0 when every invariant holds, 1 other
     python -m soak --quick                  # the CI size: 40 GpuVms, 1,000 intents, one kill
     python -m soak --seed N --only-vm team-a/gv-007   # replay one GpuVm's intents of run N
 
-Process logs, the VM file and the CA are kept under reports/soak-run/ for a look afterwards.
+Process logs, the VM file, the CA and everything recorded (collected.pickle: soak.driver.Collected)
+are kept under reports/soak-run/ for a look afterwards.
 A quick or replayed run writes reports/soak-quick.json or reports/soak-replay.json and leaves the
 published numbers alone.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import pickle
 import signal
 import sys
 import time
@@ -38,6 +40,8 @@ async def soak(config: SoakConfig, workdir: Path) -> tuple[Collected, list[Invar
         plan = plan.only(config.only_vm)
     out = await Soak(plan, workdir).run()
     now = time.monotonic()
+    with (workdir / "collected.pickle").open("wb") as f:  # everything recorded, for a look afterwards
+        pickle.dump(out, f)
     results = report.verdict(out, now)
     return out, results, report.as_json(out, results, now - began)
 
@@ -55,7 +59,7 @@ async def _cancellable(config: SoakConfig, workdir: Path) -> tuple[Collected, li
 def _clean(workdir: Path) -> None:
     if workdir.is_dir():
         for path in workdir.iterdir():
-            if path.is_file() and path.suffix in (".log", ".yaml", ".pem", ".token", ".new"):
+            if path.is_file() and path.suffix in (".log", ".yaml", ".pem", ".token", ".new", ".pickle"):
                 path.unlink()
 
 

@@ -32,6 +32,7 @@ from typing import Any
 START, DEALLOCATE = "start", "deallocate"
 TARGET = {"start": "running", "deallocate": "deallocated", "hibernate": "deallocated"}
 EPSILON = 1e-6
+TIME_GRANULARITY = 1.0  # seconds: Kubernetes timestamps (metav1.Time, RFC 3339) are whole seconds
 
 
 @dataclass(frozen=True)
@@ -376,7 +377,9 @@ class World:
             return {START, DEALLOCATE}
         end = self.demand_end(key, t)
         idle = parse_duration(spec.get("idleTimeout", "10m"))
-        if end is not None and t < end + idle:
+        # The grace counts from status.demand.idleSince, a Kubernetes time: whole seconds, so it
+        # may end up to a second before the moment demand really ended + idleTimeout.
+        if end is not None and t < end + idle - TIME_GRANULARITY:
             return set()  # the idle grace: a VM that is on stays on, one that is off stays off
         return {DEALLOCATE}
 

@@ -145,6 +145,7 @@ def test_auto_follows_claims_and_the_idle_grace() -> None:
     assert world.targets(KEY, 5.0) == {"deallocate"}
     assert world.targets(KEY, 15.0) == {"start"}
     assert world.targets(KEY, 22.0) == set()  # idle grace 5 s: hands still
+    assert world.targets(KEY, 24.5) == {"deallocate"}  # idleSince is whole seconds: up to 1 s early
     assert world.targets(KEY, 26.0) == {"deallocate"}
 
 

@@ -223,7 +223,8 @@ def classify(world: model.World) -> list[OperationVerdict]:
     """Every power operation the operator had Azure run, explained by the intents (model.World):
     needed, a documented retry (the previous one of the same kind on the VM failed or was
     cancelled), or excess — not wanted by any intent in force within ``lag`` before it, or asked
-    of a VM already where it was asked to go."""
+    of a VM already where it was asked to go (unless another client took it there within ``lag``
+    before: the operator's view of the VM may be that old, as its view of the intents)."""
     out = []
     for vm, ops in sorted(world.operations.items()):
         last_ours: model.Operation | None = None
@@ -234,7 +235,10 @@ def classify(world: model.World) -> list[OperationVerdict]:
             verdict, staleness, why = world.justified(op) if record else ("excess", 0.0, "unknown VM")
             if verdict == "needed":
                 power, busy = world.power_at(op.vm, op.start)
-                if power == op.target and not busy:
+                arrived = world.arrived_by_others(op.vm, op.target, op.start)
+                if power == op.target and not busy and arrived is not None:
+                    staleness, why = op.start - arrived, f"someone else took the VM {power} {op.start - arrived:.1f} s before"
+                elif power == op.target and not busy:
                     verdict, why = "excess", f"the VM was already {power}"
                 elif last_ours is not None and last_ours.target == op.target and last_ours.status != "Succeeded" \
                         and (last_ours.end is None or last_ours.end <= op.start):

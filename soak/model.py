@@ -343,6 +343,15 @@ class World:
                     power = before.get(payload.id, power)
         return power, busy
 
+    def arrived_by_others(self, vm: str, target: str, t: float) -> float | None:
+        """When another client (out of band, an eviction, a restore) took the VM to ``target``
+        within ``lag`` before ``t``, if it did: the operator may not have seen it yet."""
+        record = self.vms[vm]
+        times = [at for at, power in record.restored_as if power == target and t - self.timing.lag <= at <= t]
+        times += [op.end for op in self.operations.get(vm.lower(), []) if op.origin != "api" and op.end is not None
+                  and op.status == "Succeeded" and op.target == target and t - self.timing.lag <= op.end <= t]
+        return max(times, default=None)
+
     def reached(self, vm: str, target: str, since: float, until: float) -> float | None:
         """When the VM (last) settled at ``target`` between ``since`` and ``until``: ``since``
         if it already was there then, else the end of the operation that took it there."""

@@ -121,6 +121,17 @@ def test_an_operation_is_needed_a_retry_or_excess() -> None:
     assert not result.ok and result.numbers["excess"] == 2
 
 
+def test_a_request_on_a_vm_another_client_just_moved_is_a_stale_view_not_excess() -> None:
+    world = _world("Running")
+    world.set_operations([_op("start", 40.0, 42.0, origin="out-of-band"), _op("start", 43.0, 43.0)])
+    (v,) = inv.classify(world)
+    assert v.verdict == "needed" and abs(v.staleness - 1.0) < 1e-6
+    world.set_operations([_op("start", 40.0, 42.0, origin="out-of-band"), _op("start", 42.0 + world.timing.lag + 1, 60.0)])
+    assert [v.verdict for v in inv.classify(world)] == ["excess"]
+    world.set_operations([_op("start", 40.0, 42.0, n=1), _op("start", 43.0, 43.0)])  # its own: it knew
+    assert [v.verdict for v in inv.classify(world)] == ["needed", "excess"]
+
+
 def test_an_intent_superseded_within_the_lag_still_explains_an_operation() -> None:
     world = _world("Running")
     world.spec_changed(KEY, 10.0, {**world.spec_at(KEY, 0.0), "desiredState": "Deallocated"})

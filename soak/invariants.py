@@ -367,7 +367,7 @@ def starvation(operations: Mapping[str, Mapping[str, Any]], requests: list[Any],
     for r in requests:
         if 200 <= r.status < 300:
             continue
-        if r.operation == "Operations.Get":
+        if r.operation in ("Operations.Status", "Operations.Result"):
             faulted.setdefault(_operation_id(r.path), []).append(r.time)
         elif r.operation == "VirtualMachines.ListAll":
             faulted.setdefault("*", []).append(r.time)

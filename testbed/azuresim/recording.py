@@ -13,6 +13,8 @@ from collections import Counter, deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .wire import OpName
+
 NO_RESPONSE = 0  # status recorded for a dropped connection
 
 
@@ -67,7 +69,10 @@ class Unobserved:
     seen_ended_after: float | None  # seconds from its end to the first request that could tell; None: not yet
 
 
-_TELLING = frozenset({"Operations.Get", "VirtualMachines.Get", "VirtualMachines.InstanceView",
+# The names the simulator records (wire.OpName): an operation's status poll and its result both
+# tell its state ("Operations.Get" named neither, so no poll ever counted: only walks did).
+_OPERATION_READS = frozenset({OpName.OPERATION_STATUS.value, OpName.OPERATION_RESULT.value})
+_TELLING = _OPERATION_READS | frozenset({"VirtualMachines.Get", "VirtualMachines.InstanceView",
                       "VirtualMachines.List", "VirtualMachines.ListAll"})
 
 
@@ -103,7 +108,7 @@ def unobserved(operations: list[OperationRecord], requests: list[RequestRecord],
     for r in requests:
         if r.status != 200 or r.operation not in _TELLING:
             continue
-        if r.operation == "Operations.Get":
+        if r.operation in _OPERATION_READS:
             by_op.setdefault(_operation_id(r.path), []).append(r.time)
         elif r.operation == "VirtualMachines.ListAll":
             walks.append(r.time)

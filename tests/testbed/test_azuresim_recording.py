@@ -96,8 +96,8 @@ def test_unobserved_measures_the_longest_stretch_without_a_telling_read() -> Non
 
     log = [
         req(9.0, "VirtualMachines.Get", vm="vm-9"),  # before: the horizon of the log
-        req(11.0, "Operations.Get", path="/subscriptions/s/providers/Microsoft.Compute/locations/l/operations/op-1"),
-        req(13.0, "Operations.Get", path="/x/operations/op-1", status=429),  # throttled: tells nothing
+        req(11.0, "Operations.Status", path="/subscriptions/s/providers/Microsoft.Compute/locations/l/operations/op-1"),
+        req(13.0, "Operations.Result", path="/x/operations/op-1", status=429),  # throttled: tells nothing
         req(14.0, "VirtualMachines.Get", vm="vm-2"),  # another VM
         req(17.0, "VirtualMachines.List", path="/subscriptions/s/resourceGroups/other/providers/Microsoft.Compute/virtualMachines"),
         req(19.0, "VirtualMachines.InstanceView", vm="VM-1"),
@@ -125,16 +125,16 @@ def test_unobserved_indexed_agrees_with_a_scan_of_the_whole_log() -> None:
         ops.append(OperationRecord(id=f"op-{i}", vm=f"vm-{i % 7}", resource_group=f"rg-{i % 2}", action="start",
                                    origin=rng.choice(["api", "api", "out-of-band"]), start=start, end=end, status="x"))
     for _ in range(400):
-        kind = rng.choice(["Operations.Get", "VirtualMachines.Get", "VirtualMachines.InstanceView",
+        kind = rng.choice(["Operations.Status", "VirtualMachines.Get", "VirtualMachines.InstanceView",
                            "VirtualMachines.List", "VirtualMachines.ListAll", "VirtualMachines.Start"])
-        path = {"Operations.Get": f"/subscriptions/s/providers/Microsoft.Compute/locations/l/operations/OP-{rng.randrange(60)}",
+        path = {"Operations.Status": f"/subscriptions/s/providers/Microsoft.Compute/locations/l/operations/OP-{rng.randrange(60)}",
                 "VirtualMachines.List": f"/subscriptions/s/resourceGroups/RG-{rng.randrange(2)}/providers/x"}.get(kind, "/x")
         log.append(RequestRecord(time=rng.uniform(-1, 120), method="GET", path=path, operation=kind,
                                  vm=f"vm-{rng.randrange(7)}", status=rng.choice([200, 200, 200, 429, 0])))
 
     def scanned(op: OperationRecord) -> tuple[float, float | None]:
         times = sorted(r.time for r in log if r.status == 200 and r.time >= op.start and (
-            (r.operation == "Operations.Get" and r.path.lower().endswith("/operations/" + op.id.lower()))
+            (r.operation == "Operations.Status" and r.path.lower().endswith("/operations/" + op.id.lower()))
             or (r.operation in ("VirtualMachines.Get", "VirtualMachines.InstanceView") and r.vm == op.vm)
             or r.operation == "VirtualMachines.ListAll"
             or (r.operation == "VirtualMachines.List" and f"/resourcegroups/{op.resource_group}/" in r.path.lower())))
@@ -148,3 +148,18 @@ def test_unobserved_indexed_agrees_with_a_scan_of_the_whole_log() -> None:
     assert [u.operation for u in got] == [op.id for op in expected]
     for u, op in zip(got, expected):
         assert (u.longest, u.seen_ended_after) == pytest.approx(scanned(op)), op
+
+
+def test_the_guard_counts_the_operation_reads_under_the_names_the_simulator_records() -> None:
+    """Found by the chaos soak: the guard looked for "Operations.Get", a name the simulator never
+    records, so status polls told it nothing and only bulk walks (every resync) ended a gap."""
+    from testbed.azuresim.recording import OperationRecord, RequestRecord, unobserved
+
+    op = OperationRecord(id="op-1", vm="vm-1", resource_group="rg", action="start", origin="api", start=0.0, end=3.0,
+                         status="Succeeded")
+    path = "/subscriptions/s/providers/Microsoft.Compute/locations/l/operations/op-1"
+    polls = [RequestRecord(time=t, method="GET", path=path, operation=name, vm=None, status=200)
+             for t, name in ((0.0, OpName.START.value), (1.0, OpName.OPERATION_STATUS.value),
+                             (2.0, OpName.OPERATION_STATUS.value), (3.5, OpName.OPERATION_RESULT.value))]
+    (u,) = unobserved([op], polls, now=30.0)
+    assert u.longest == 1.5 and u.seen_ended_after == 0.5

@@ -76,6 +76,18 @@ class KubeApi:
                 raise RuntimeError(f"{method} {url}: {r.status} {text[:300]}")
             return json.loads(text) if text else {}
 
+    async def request(self, method: str, path: str, body: Any = None, *,
+                      content_type: str = "application/json") -> tuple[int, Obj]:
+        """Any request (``path`` from the server's root), as (status, body): for drivers that
+        decide themselves what a 404 or a 409 means. A ``str`` body is sent as it is."""
+        data = body.encode() if isinstance(body, str) else None if body is None else json.dumps(body).encode()
+        async with self._session.request(method, self.url + path, data=data, headers={"Content-Type": content_type}) as r:
+            text = await r.text()
+            try:
+                return r.status, (json.loads(text) if text else {})
+            except ValueError:
+                return r.status, {"text": text[:300]}
+
     async def create_namespace(self, name: str) -> None:
         await self._json("POST", f"{self.url}/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
                          ok=(201, 409))
@@ -150,6 +162,9 @@ class Watcher:
         self._changed = asyncio.Event()
         self._expectations: list[_Expectation] = []
         self._trackers: list[Tracker] = []
+        # Called with (event type, key, body, arrival time) for every event: a driver that keeps
+        # a history of each object (the soak) sees every version, not only the latest.
+        self.listeners: list[Callable[[str, Key, Obj, float], None]] = []
         self._task: asyncio.Task[None] | None = None
         self._rv = "0"
 
@@ -168,6 +183,8 @@ class Watcher:
     async def _run(self) -> None:
         while True:
             try:
+                if self._rv == "":
+                    await self._relist()
                 response = await self.api.watch_lines(self._rv)
                 try:
                     async for line in response.content:
@@ -188,7 +205,7 @@ class Watcher:
         if kind == "BOOKMARK":
             return
         if kind == "ERROR":
-            self._rv = "0"  # expired: start again from the current state
+            self._rv = ""  # expired (410): list again before watching on
             return
         key = key_of(obj)
         self.events += 1
@@ -198,6 +215,8 @@ class Watcher:
             self.objects[key] = obj
         for tracker in self._trackers:
             tracker.update(key, obj if kind != "DELETED" else None, at)
+        for listener in self.listeners:
+            listener(str(kind), key, obj, at)
         if self._expectations:
             still = []
             for e in self._expectations:
@@ -209,6 +228,18 @@ class Watcher:
                     still.append(e)
             self._expectations = still
         self._changed.set()
+
+    async def _relist(self) -> None:
+        """What an informer does after 410 Gone: list, and take what vanished meanwhile as
+        deleted (a watch from "now" would never say so), then watch from the list's version."""
+        listing = await self.api.list()
+        now = time.monotonic()
+        items = {key_of(item): item for item in listing.get("items", [])}
+        for key in [k for k in self.objects if k not in items]:
+            self._event(now, {"type": "DELETED", "object": self.objects[key]})
+        for item in items.values():
+            self._event(now, {"type": "MODIFIED", "object": item})
+        self._rv = listing.get("metadata", {}).get("resourceVersion", "0")
 
     def expect(self, key: Key, predicate: Callable[[Obj], bool]) -> asyncio.Future[tuple[float, Obj]]:
         """A future for the first event from now on in which ``key`` satisfies ``predicate``:
@@ -272,6 +303,7 @@ class Request:
     operation: str
     vm: str | None
     status: int
+    principal: str | None = None
 
     @property
     def subscription(self) -> str:
@@ -291,6 +323,31 @@ class SimAdmin:
 
     async def close(self) -> None:
         await self._session.close()
+
+    async def send(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """Any admin request (``path`` below /_sim/), as (status, JSON body): out-of-band power
+        actions, VM deletion and restore, tags, tokens, faults."""
+        async with self._session.request(method, f"{self.endpoint}/_sim/{path}", json=body) as r:
+            text = await r.text()
+            try:
+                return r.status, (json.loads(text) if text else None)
+            except ValueError:
+                return r.status, text[:300]
+
+    async def log_since(self, seq: int) -> tuple[list[Request], int]:
+        """The requests after the ``seq``-th one the simulator recorded, and the ``seq`` to ask
+        with next; fewer than ``next - seq`` requests means the log's bound dropped some."""
+        async with self._session.get(f"{self.endpoint}/_sim/log", params={"since": str(seq)}) as r:
+            if r.status != 200:
+                raise RuntimeError(f"GET /_sim/log: {r.status} {(await r.text())[:300]}")
+            rows = await r.json()
+            total = int(r.headers["X-Sim-Log-Total"])
+        return [Request(x["time"], x["method"], x["path"], x["operation"], x["vm"], x["status"], x.get("principal"))
+                for x in rows], total
+
+    async def operations(self, since: float | None = None) -> list[dict[str, Any]]:
+        """The simulator's power operations (running, or begun or ended since loop time ``since``)."""
+        return list(await self._get("operations", **({"since": repr(since)} if since is not None else {})))
 
     async def _get(self, path: str, **params: str) -> Any:
         async with self._session.get(f"{self.endpoint}/_sim/{path}", params=params) as r:

@@ -275,6 +275,7 @@ class Operator:
     metrics_url: str | None
     spawned: float = 0.0  # time.monotonic() just before the process was started
     live: float = 0.0  # time.monotonic() when its liveness endpoint first answered
+    health_url: str | None = None  # kopf's liveness endpoint: its probes (``operator``: active, gpuvms)
 
     def metrics(self) -> str:
         if not self.metrics_url:
@@ -331,4 +332,5 @@ def start_operator(
             return False
 
     wait_until(live, timeout, f"{name} liveness", interval=0.1, alive=[proc])
-    return Operator(proc, f"http://127.0.0.1:{metrics_port}/metrics" if metrics_port else None, spawned, time.monotonic())
+    return Operator(proc, f"http://127.0.0.1:{metrics_port}/metrics" if metrics_port else None, spawned, time.monotonic(),
+                    f"http://127.0.0.1:{health}/healthz")

@@ -474,7 +474,10 @@ class Engine:
         after ``patience`` seconds (False: kopf calls again later).
 
         The scheduler leaves deleting GpuVms to this loop; waiting here rather than failing the
-        handler keeps kopf from logging each retry as an error.
+        handler keeps kopf from logging each retry as an error. kopf does not stop a running
+        handler when it pauses this replica (HA): while paused the loop only waits, so that the
+        active replica alone drives the deletion (found by the chaos soak: both sent the
+        deallocate, one while the other's ran).
         """
         t = self.seen(body)
         loop = asyncio.get_running_loop()
@@ -483,8 +486,10 @@ class Engine:
         try:
             while True:
                 t.woken.clear()
-                async with self.scheduler.exclusive(t.key):
-                    decision = await self._step_timed(t)
+                decision = None  # paused: the active replica acts; this one looks again later
+                if self.active:
+                    async with self.scheduler.exclusive(t.key):
+                        decision = await self._step_timed(t)
                 if self.tracked.get(t.key) is not t:
                     return True  # forgotten meanwhile (its deletion completed elsewhere)
                 if decision is not None and (decision.ready or decision.reason in _RELEASE_ON_DELETE):
@@ -744,8 +749,9 @@ class Engine:
         except BaseException:
             self.fleet.operation_abandoned(vm)
             raise
-        if t.generation != generation or self._current(t) is None:
-            # The intent changed (or the GpuVm went) while the request queued: decide afresh.
+        if t.generation != generation or self._current(t) is None or not self.active:
+            # The intent changed (or the GpuVm went, or this replica was paused) while the
+            # request queued: decide afresh (the active replica decides).
             pacer.release()
             self.fleet.operation_abandoned(vm)
             self._undo_record(t, record, before)

@@ -7,6 +7,8 @@ recording costs the same for the millionth request as for the first.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from collections import Counter, deque
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -67,10 +69,22 @@ class Unobserved:
     seen_ended_after: float | None  # seconds from its end to the first request that could tell; None: not yet
 
 
-# What the request log calls each request (OpName): a status poll is Operations.Status, the GET
-# of an operation's Location Operations.Result; both tell the operation's state.
-_POLLS = frozenset({OpName.OPERATION_STATUS.value, OpName.OPERATION_RESULT.value})
-_TELLING = _POLLS | {OpName.GET.value, OpName.INSTANCE_VIEW.value, OpName.LIST.value, OpName.LIST_ALL.value}
+# The names the simulator records (wire.OpName): an operation's status poll and its result both
+# tell its state ("Operations.Get" named neither, so no poll ever counted: only walks did).
+_OPERATION_READS = frozenset({OpName.OPERATION_STATUS.value, OpName.OPERATION_RESULT.value})
+_TELLING = _OPERATION_READS | frozenset({"VirtualMachines.Get", "VirtualMachines.InstanceView",
+                      "VirtualMachines.List", "VirtualMachines.ListAll"})
+
+
+def _operation_id(path: str) -> str:
+    """The operation id in an operation-status path (``…/operations/{id}``), lower-cased."""
+    _, _, tail = path.lower().rpartition("/operations/")
+    return tail.split("/", 1)[0].split("?", 1)[0]
+
+
+def _resource_group(path: str) -> str:
+    _, _, tail = path.lower().partition("/resourcegroups/")
+    return tail.split("/", 1)[0]
 
 
 def unobserved(operations: list[OperationRecord], requests: list[RequestRecord], *, now: float) -> list[Unobserved]:
@@ -81,19 +95,42 @@ def unobserved(operations: list[OperationRecord], requests: list[RequestRecord],
 
     This is the starvation guard: an operator whose completion reads starve behind other reads
     leaves operations unobserved for minutes (seen at 10,000 GpuVms before the read lanes).
+
+    Cost: the telling requests are indexed once (by operation id, VM, resource group), so each
+    operation costs the requests of its own lifetime, not the whole log (the soak runs it over
+    hours of requests).
     """
-    telling = [r for r in requests if r.status == 200 and r.operation in _TELLING]
-    horizon = requests[0].time if requests else now
+    horizon = min((r.time for r in requests), default=now)
+    by_op: dict[str, list[float]] = {}
+    by_vm: dict[str, list[float]] = {}
+    by_group: dict[str, list[float]] = {}
+    walks: list[float] = []
+    for r in requests:
+        if r.status != 200 or r.operation not in _TELLING:
+            continue
+        if r.operation in _OPERATION_READS:
+            by_op.setdefault(_operation_id(r.path), []).append(r.time)
+        elif r.operation == "VirtualMachines.ListAll":
+            walks.append(r.time)
+        elif r.operation == "VirtualMachines.List":
+            by_group.setdefault(_resource_group(r.path), []).append(r.time)
+        else:
+            by_vm.setdefault((r.vm or "").lower(), []).append(r.time)
+    for times in (walks, *by_op.values(), *by_vm.values(), *by_group.values()):
+        times.sort()
     out: list[Unobserved] = []
     for op in operations:
         if op.origin != "api" or op.start < horizon:
             continue
-        op_id, vm, group = op.id.lower(), op.vm.lower(), f"/resourcegroups/{op.resource_group.lower()}/"
-        times = [r.time for r in telling if r.time >= op.start and (
-            (r.operation in _POLLS and op_id in r.path.lower())
-            or (r.operation in ("VirtualMachines.Get", "VirtualMachines.InstanceView") and (r.vm or "").lower() == vm)
-            or r.operation == "VirtualMachines.ListAll"
-            or (r.operation == "VirtualMachines.List" and group in r.path.lower()))]
+        sources = (by_op.get(op.id.lower(), []), by_vm.get(op.vm.lower(), []),
+                   by_group.get(op.resource_group.lower(), []), walks)
+        times: list[float] = []
+        for source in sources:
+            for t in source[bisect.bisect_left(source, op.start):]:
+                times.append(t)
+                if op.end is not None and t >= op.end:
+                    break  # the first telling request after the end: later ones add nothing
+        times.sort()
         detected = next((s for s in times if op.end is not None and s >= op.end), None)
         points = [op.start, *(s for s in times if detected is None or s <= detected)]
         if detected is None:
@@ -116,6 +153,14 @@ class Recorder:
         self.log.append(record)
         self.counters[(record.operation, record.status)] += 1
         self.total += 1
+
+    def since(self, seq: int) -> tuple[list[RequestRecord], int]:
+        """The records after the ``seq``-th request ever recorded, and the count so far (the
+        ``seq`` to ask with next). Records older than the log's bound are gone: a caller who
+        asks with ``seq < total - len(log)`` learns how many it missed from the difference."""
+        first = self.total - len(self.log)  # requests recorded before the oldest one kept
+        skip = max(0, seq - first)
+        return list(itertools.islice(self.log, skip, None)), self.total
 
     def overlap(self, overlap: Overlap) -> None:
         self.overlaps.append(overlap)

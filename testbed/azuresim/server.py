@@ -18,8 +18,11 @@ addressed as ``{rg}/{vm}``, with ``?subscription=`` when that is ambiguous:
 - ``PUT /_sim/vms/{rg}/{vm}/power-state`` with ``{"powerState": "stopped"}``: change at once.
 - ``GET /_sim/faults``, ``POST /_sim/faults`` with ``{"spec": "…"}``, ``DELETE /_sim/faults``,
   ``DELETE /_sim/faults/{id}``.
-- ``GET /_sim/counters``, ``GET /_sim/log?limit=N``, ``GET /_sim/overlaps``.
-- ``GET /_sim/operations``: the operations kept, with begin and end; ``GET /_sim/unobserved``: per
+- ``GET /_sim/counters``, ``GET /_sim/log?limit=N``, ``GET /_sim/overlaps``. A reader that follows
+  the log asks ``GET /_sim/log?since=SEQ``: the requests after the SEQ-th one ever recorded, and
+  the count so far in the header ``X-Sim-Log-Total`` (the SEQ to ask with next).
+- ``GET /_sim/operations[?since=T]``: the operations kept (running, or begun or ended at loop
+  time T or later), with begin and end; ``GET /_sim/unobserved``: per
   client operation, the longest time no request could have told its state (starvation guard).
 - ``DELETE /_sim/vms/{rg}/{vm}``: the VM is deleted in Azure (404 from then on; an operation in
   flight ends Canceled); ``POST /_sim/vms/{rg}/{vm}/restore`` (optional body ``{"powerState":
@@ -978,11 +981,16 @@ class AzureComputeSimulator:
         if segs == ["counters"] and method == "GET":
             return self._json(200, self._recorder.counters_json(), ok)
         if segs == ["log"] and method == "GET":
+            if "since" in query:  # a reader that follows the log: what came after its last read
+                records, total = self._recorder.since(int(query["since"]))
+                return self._json(200, [record_json(r) for r in records], {**ok, "X-Sim-Log-Total": str(total)})
             limit = int(query.get("limit", "100"))
             records = list(self._recorder.log)[-limit:] if limit > 0 else []
             return self._json(200, [record_json(r) for r in records], ok)
         if segs == ["operations"] and method == "GET":
-            return self._json(200, [record_json(o) for o in self.operation_log()], ok)
+            since = float(query["since"]) if "since" in query else None
+            return self._json(200, [record_json(o) for o in self.operation_log()
+                                    if since is None or o.end is None or o.end >= since or o.start >= since], ok)
         if segs == ["unobserved"] and method == "GET":
             return self._json(200, [record_json(u) for u in self.unobserved()], ok)
         if segs == ["overlaps"] and method == "GET":

@@ -124,6 +124,35 @@ def test_only_the_active_replica_acts_and_a_paused_one_resumes_from_status(
     assert azure.overlaps() == []
 
 
+def test_a_paused_replica_stops_driving_a_deletion(peered: Sandbox, cluster: Cluster, azure: Azure) -> None:
+    """Found by the chaos soak: kopf does not stop a running handler when it pauses a replica,
+    and the deletion handler drives the VM in a loop of its own; the paused replica kept retrying
+    a deletion's deallocate beside the new active one (two requests on one VM at once)."""
+    azure.fault("kind=http op=deallocate vm=vm-1 status=500 error=InternalServerError")  # every deallocate fails
+    b = Replica(peered, token=TOKEN_B, priority=50)
+    wait_for(b.active, 20, what="b, alone, to be active")
+    cluster.create("doomed", {"vm": {"resourceId": vm_id("vm-1")}, "desiredState": "Running", "deletionPolicy": "Deallocate"})
+    cluster.wait_reason("doomed", "Reconciled", timeout=20)
+    cluster.delete("doomed")
+    wait_for(lambda: ("VirtualMachines.Deallocate", "vm-1") in power_requests_by(azure, b), 20, what="b to try the deallocate")
+
+    a = Replica(peered, token=TOKEN_A, priority=100)
+    wait_for(lambda: not b.active(), 25, what="b to pause")
+    paused = time.monotonic()  # the simulator's clock: a request b sent before may still arrive a moment later
+
+    def deallocates(who: Replica, after: float) -> int:
+        return sum(1 for r in azure.requests() if r.principal == who.principal and r.time > after
+                   and r.operation == "VirtualMachines.Deallocate")
+
+    # a drives the deletion now (and fails as b did, every --error-retry): b must send nothing.
+    wait_for(lambda: deallocates(a, paused + 1.0) >= 4, 40, what="a to retry the deallocate")
+    assert deallocates(b, paused + 1.0) == 0
+    azure.call(azure.sim.clear_faults)
+    wait_for(lambda: cluster.get("doomed") is None, 30, what="doomed to be deleted")
+    assert azure.power("vm-1") == "deallocated"
+    assert azure.overlaps() == []
+
+
 def test_kopf_keeps_a_finalizer_on_the_peering_object_which_a_running_replica_releases(
     peered: Sandbox, cluster: Cluster
 ) -> None:

@@ -107,3 +107,59 @@ def test_unobserved_measures_the_longest_stretch_without_a_telling_read() -> Non
     assert set(got) == {"vm-1", "vm-3"}  # out-of-band operations are not the client's to observe
     assert got["vm-1"].longest == 8.0 and got["vm-1"].seen_ended_after == 6.0  # 11 -> 19
     assert got["vm-3"].longest == 14.0 and got["vm-3"].seen_ended_after is None  # 12 -> 26, then to now
+
+
+def test_unobserved_indexed_agrees_with_a_scan_of_the_whole_log() -> None:
+    """The guard indexes the log (the soak runs it over hours of requests); a random log gives
+    the same answers as the plain definition: scan every request for every operation. (A poll
+    counts for its own operation only: op-2 is not told by a poll of op-21.)"""
+    import random
+
+    from testbed.azuresim.recording import OperationRecord, RequestRecord, unobserved
+
+    rng = random.Random(7)
+    ops, log = [], []
+    for i in range(60):
+        start = rng.uniform(0, 100)
+        end = start + rng.uniform(0.1, 10) if rng.random() < 0.9 else None
+        ops.append(OperationRecord(id=f"op-{i}", vm=f"vm-{i % 7}", resource_group=f"rg-{i % 2}", action="start",
+                                   origin=rng.choice(["api", "api", "out-of-band"]), start=start, end=end, status="x"))
+    for _ in range(400):
+        kind = rng.choice(["Operations.Status", "VirtualMachines.Get", "VirtualMachines.InstanceView",
+                           "VirtualMachines.List", "VirtualMachines.ListAll", "VirtualMachines.Start"])
+        path = {"Operations.Status": f"/subscriptions/s/providers/Microsoft.Compute/locations/l/operations/OP-{rng.randrange(60)}",
+                "VirtualMachines.List": f"/subscriptions/s/resourceGroups/RG-{rng.randrange(2)}/providers/x"}.get(kind, "/x")
+        log.append(RequestRecord(time=rng.uniform(-1, 120), method="GET", path=path, operation=kind,
+                                 vm=f"vm-{rng.randrange(7)}", status=rng.choice([200, 200, 200, 429, 0])))
+
+    def scanned(op: OperationRecord) -> tuple[float, float | None]:
+        times = sorted(r.time for r in log if r.status == 200 and r.time >= op.start and (
+            (r.operation == "Operations.Status" and r.path.lower().endswith("/operations/" + op.id.lower()))
+            or (r.operation in ("VirtualMachines.Get", "VirtualMachines.InstanceView") and r.vm == op.vm)
+            or r.operation == "VirtualMachines.ListAll"
+            or (r.operation == "VirtualMachines.List" and f"/resourcegroups/{op.resource_group}/" in r.path.lower())))
+        detected = next((t for t in times if op.end is not None and t >= op.end), None)
+        points = [op.start, *(t for t in times if detected is None or t <= detected)] + ([] if detected else [130.0])
+        return max(b - a for a, b in zip(points, points[1:])), (detected - op.end if detected is not None and op.end else None)
+
+    got = unobserved(ops, log, now=130.0)
+    horizon = min(r.time for r in log)
+    expected = [op for op in ops if op.origin == "api" and op.start >= horizon]
+    assert [u.operation for u in got] == [op.id for op in expected]
+    for u, op in zip(got, expected):
+        assert (u.longest, u.seen_ended_after) == pytest.approx(scanned(op)), op
+
+
+def test_the_guard_counts_the_operation_reads_under_the_names_the_simulator_records() -> None:
+    """Found by the chaos soak: the guard looked for "Operations.Get", a name the simulator never
+    records, so status polls told it nothing and only bulk walks (every resync) ended a gap."""
+    from testbed.azuresim.recording import OperationRecord, RequestRecord, unobserved
+
+    op = OperationRecord(id="op-1", vm="vm-1", resource_group="rg", action="start", origin="api", start=0.0, end=3.0,
+                         status="Succeeded")
+    path = "/subscriptions/s/providers/Microsoft.Compute/locations/l/operations/op-1"
+    polls = [RequestRecord(time=t, method="GET", path=path, operation=name, vm=None, status=200)
+             for t, name in ((0.0, OpName.START.value), (1.0, OpName.OPERATION_STATUS.value),
+                             (2.0, OpName.OPERATION_STATUS.value), (3.5, OpName.OPERATION_RESULT.value))]
+    (u,) = unobserved([op], polls, now=30.0)
+    assert u.longest == 1.5 and u.seen_ended_after == 0.5

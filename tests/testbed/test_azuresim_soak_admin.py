@@ -110,3 +110,30 @@ def test_a_restricted_tokens_successor_keeps_its_permissions(azure_sim_factory) 
         client.virtual_machines.begin_start(RG, "vm-1")
     assert e.value.error.code == "AuthorizationFailed"
     assert admin(thread, "GET", "vms", token=fresh).status_code == 403  # no admin rights either
+
+
+def test_a_reader_follows_the_log_and_learns_what_it_missed(azure_sim_factory) -> None:
+    from tests.testbed.azure_fixtures import fast_config
+
+    thread = azure_sim_factory(fast_config(log_size=4))
+    client = compute_client(thread)
+    client.virtual_machines.get(RG, "vm-1")
+    first = admin(thread, "GET", "log?since=0")
+    assert [r["vm"] for r in first.json()] == ["vm-1"] and first.headers["X-Sim-Log-Total"] == "1"
+    assert admin(thread, "GET", "log?since=1").json() == []
+    for _ in range(5):  # more than the log keeps
+        client.virtual_machines.get(RG, "vm-2")
+    later = admin(thread, "GET", "log?since=1")
+    assert len(later.json()) == 4 and later.headers["X-Sim-Log-Total"] == "6"  # 6 - 1 - 4 = 1 missed
+
+
+def test_operations_since_a_time_leave_out_only_the_ones_over_before_it(azure_sim_factory) -> None:
+    thread = azure_sim_factory(long_config())
+    client = compute_client(thread)
+    client.virtual_machines.begin_start(RG, "vm-2", polling=False)  # running already: over at once
+    done = admin(thread, "GET", "operations").json()
+    assert len(done) == 1 and done[0]["end"] is not None
+    client.virtual_machines.begin_start(RG, "vm-1", polling=False)  # runs for long_config's transition
+    everything = admin(thread, "GET", "operations").json()
+    later = admin(thread, "GET", f"operations?since={done[0]['end'] + 1e-6}").json()
+    assert len(everything) == 2 and [o["vm"] for o in later] == ["vm-1"] and later[0]["end"] is None

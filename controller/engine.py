@@ -101,6 +101,11 @@ PodReader = Callable[[str, str, str], Awaitable[str | None]]
 
 EventEmitter = Callable[[Mapping[str, Any], str, str, str], None]
 
+# Every GpuVmClaim body the operator serves, from one list of the API server.
+ClaimLister = Callable[[], Awaitable[list[Mapping[str, Any]]]]
+
+CLAIMS_LIST_RETRY = (1.0, 30.0)  # first and longest pause between failed lists of the claims
+
 
 @dataclass(frozen=True)
 class EngineSettings:
@@ -213,6 +218,10 @@ class Engine:
         self._by_vm: dict[str, set[Key]] = {}
         self.book = ClaimBook()
         self.read_pod: PodReader | None = None  # GETs owner Pods the watch does not cover
+        # Lists every GpuVmClaim the operator serves (operator.py wires it); None: claims come
+        # only from kopf's events, and Auto GpuVms are stepped at once.
+        self.list_claims: ClaimLister | None = None
+        self._claims_known = True
         self._tasks: set[asyncio.Task[Any]] = set()
         self.scheduler: Scheduler[Key | ClaimKey] = Scheduler(self._scheduled_step, concurrency=settings.workers)
         self.scheduler.error_delay = settings.timing.error_retry
@@ -426,14 +435,48 @@ class Engine:
     async def _run(self, stop: asyncio.Event) -> None:
         self.active = True
         self.epoch += 1
+        if self.list_claims is not None:
+            self._claims_known = False
         for key in self.tracked:
             self.scheduler.wake(key)  # resume from status, as a fresh daemon did
         confirm = asyncio.create_task(self._confirm_after_resume(self.epoch), name="confirm GpuVms")
+        claims = asyncio.create_task(self._load_claims(), name="list GpuVmClaims") if self.list_claims else None
         try:
             await self.scheduler.run(stop)
         finally:
             self.active = False
             confirm.cancel()
+            if claims is not None:
+                claims.cancel()
+
+    async def _load_claims(self) -> None:
+        """Every claim, before an Auto GpuVm is decided on in this active period.
+
+        kopf hands over GpuVms and claims on separate watches, in no particular order, and a
+        replica resuming from a pause has missed whatever happened meanwhile. An Auto GpuVm
+        decided before its claims are known looks unclaimed and is switched off once its idle
+        grace has passed — under a running job (found by the chaos soak after restarts and an HA
+        takeover). So Auto GpuVms wait (``_scheduled_step``) until one list of the claims is in
+        the book; other GpuVms do not depend on claims and go on at once. A failed list is
+        retried with a growing pause for as long as this replica is active (it is cancelled when
+        it stops); meanwhile Auto VMs stay as they are, which never switches one off wrongly.
+        """
+        assert self.list_claims is not None
+        pause, longest = CLAIMS_LIST_RETRY
+        while True:
+            try:
+                bodies = await self.list_claims()
+                break
+            except Exception as e:  # noqa: BLE001 - any failure of the list: retried, said once per try
+                log.warning("cannot list GpuVmClaims (%s); GpuVms in Auto wait for them; retrying in %.0f s", e, pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, longest)
+        for body in bodies:
+            self.claim_seen(body)
+        self._claims_known = True
+        for t in list(self.tracked.values()):
+            if isinstance(t.parsed, GpuVmSpec) and t.parsed.desired_state is DesiredState.AUTO:
+                self.wake(t.key)
 
     async def _confirm_after_resume(self, epoch: int) -> None:
         """GpuVms kopf's re-list has not announced since the resume may have been deleted while
@@ -457,6 +500,8 @@ class Engine:
         t = self.tracked.get(key)  # type: ignore[arg-type]
         if t is None or t.deleting:
             return None  # deletion is driven by the finalizer (``finalize``)
+        if not self._claims_known and isinstance(t.parsed, GpuVmSpec) and t.parsed.desired_state is DesiredState.AUTO:
+            return None  # woken once the claims are listed (``_load_claims``)
         decision = await self._step_timed(t)
         return None if decision is None else decision.requeue_after
 
@@ -477,7 +522,9 @@ class Engine:
         handler keeps kopf from logging each retry as an error. kopf does not stop a running
         handler when it pauses this replica (HA): while paused the loop only waits, so that the
         active replica alone drives the deletion (found by the chaos soak: both sent the
-        deallocate, one while the other's ran).
+        deallocate, one while the other's ran), and its patience does not run out meanwhile. The
+        wait ends when the GpuVm is forgotten: on resume, a GpuVm deleted meanwhile is confirmed
+        gone (``_confirm_after_resume``).
         """
         t = self.seen(body)
         loop = asyncio.get_running_loop()
@@ -490,6 +537,10 @@ class Engine:
                 if self.active:
                     async with self.scheduler.exclusive(t.key):
                         decision = await self._step_timed(t)
+                else:
+                    # Patience counts only while this replica may act: a paused one that gave up
+                    # would have kopf log the handler's retry as an ERROR for nothing it did.
+                    deadline = loop.time() + patience
                 if self.tracked.get(t.key) is not t:
                     return True  # forgotten meanwhile (its deletion completed elsewhere)
                 if decision is not None and (decision.ready or decision.reason in _RELEASE_ON_DELETE):

@@ -46,7 +46,7 @@ from controller.credentials import (
 from controller.demand import CLAIM_PLURAL
 from controller.engine import Engine
 from controller.gpuvm import GROUP, PLURAL, VERSION
-from controller.kube import StatusWriter, load_api_client
+from controller.kube import Connection, StatusWriter, list_objects, load_api_client
 from controller.metrics import Metrics
 from controller.pods import PodPhases
 
@@ -156,8 +156,16 @@ class Operator:
         )
         self._engine = Engine(azure=azure, status=self._writer, settings=config.engine, emit=self.post_event, metrics=self.metrics)
         writer, engine = self._writer, self._engine
-        pods = self._pods = PodPhases(writer.api_client, on_change=engine.pod_changed,
-                                      namespaces=() if config.clusterwide or config.namespace_globs else config.namespaces)
+        served = () if config.clusterwide or config.namespace_globs else tuple(config.namespaces)
+        pods = self._pods = PodPhases(writer.api_client, on_change=engine.pod_changed, namespaces=served)
+        conn = Connection(writer.api_client, "the operator's client", config.kube_server or "the API server")
+
+        def list_claims() -> list[dict[str, Any]]:
+            return [claim for ns in served or (None,)
+                    for claim in list_objects(conn, GROUP, VERSION, CLAIM_PLURAL, namespace=ns, timeout=30)]
+
+        if not config.namespace_globs:  # the claims kopf delivers: all, or those of the named namespaces
+            engine.list_claims = lambda: writer.in_thread(list_claims)
         engine.book.watched = pods.phases
         engine.read_pod = lambda ns, name, uid: writer.in_thread(lambda: pods.read(ns, name, uid))
         pods.start()

@@ -210,3 +210,31 @@ def test_a_wrapper_killed_hard_loses_its_lease(
     name = claims[0]["metadata"]["name"]
     wait_for(lambda: (cluster.claim_ready(name) or ("",))[0] == "Expired", 20, what="the unrenewed lease expired")
     wait_for(lambda: azure.power("vm-3") == "deallocated", 20, what="the VM switched off without the job's help")
+
+
+def test_a_restarted_operator_knows_the_claims_before_it_switches_an_auto_vm_off(
+    cluster: Cluster, azure: Azure, start_operator: Callable[..., OperatorRunner]
+) -> None:
+    """kopf announces GpuVms and claims on separate watches: an Auto GpuVm decided before its
+    claims arrive looks unclaimed, and with idleTimeout 0 it would be switched off under the job
+    (the chaos soak found it after restarts and an HA takeover). Here kopf's first lists of the
+    claims fail, so they come late; the operator must still leave the claimed VM running, while
+    it does switch off an unclaimed Auto VM (which shows that it decided meanwhile)."""
+    first = start_operator()
+    auto(cluster, "trainer", "vm-1", idle="0s")
+    auto(cluster, "spare", "vm-2", idle="0s")
+    cluster.claim("job", "trainer")
+    wait_for(lambda: (cluster.claim_ready("job") or ("", ""))[1] == "True", 20, what="the claim Ready")
+    wait_for(lambda: cluster.reason("spare") == "Reconciled", 15)
+    first.stop()
+    azure.out_of_band("vm-2", "start")  # unclaimed and running: the restarted operator switches it off
+    wait_for(lambda: azure.power("vm-2") == "running", 10)
+    cluster.thread.run_sync(lambda: cluster.emulator.add_fault("kind=http status=503 resource=gpuvmclaims verb=list times=3"))
+    start_operator()
+    wait_for(lambda: azure.power("vm-2") == "deallocated", 30, what="the unclaimed Auto VM switched off")
+    wait_for(lambda: cluster.thread.run_sync(lambda: cluster.emulator.faults.counts()).get("http", 0) >= 3, 30,
+             what="the claims' lists failing three times")
+    wait_for(lambda: (cluster.claim_ready("job") or ("", ""))[1] == "True" and demand(cluster, "trainer").get("activeClaims") == 1,
+             20, what="the claim known to the restarted operator")
+    assert requests(azure, "vm-1", "deallocate") == 0 and azure.power("vm-1") == "running"
+    assert azure.overlaps() == []

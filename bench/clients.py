@@ -368,10 +368,6 @@ class SimAdmin:
     async def vms(self) -> list[dict[str, Any]]:
         return list(await self._get("vms"))
 
-    async def operations(self) -> list[dict[str, Any]]:
-        """Power operations the simulator ran (kept ones): vm, action, origin, start, end (log clock)."""
-        return list(await self._get("operations"))
-
     async def unobserved(self) -> list[dict[str, Any]]:
         """Per operation a client asked for: the longest stretch without a request that could tell its state."""
         return list(await self._get("unobserved"))

@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.clients import KubeApi, SimAdmin, Watcher, ready_of, within
+from bench.clients import KubeApi, Watcher, ready_of, within
 from bench.money import BOOT, TRACE, Job, Outcome, Policy, Simulation, load, peak_gpus
 from bench.procs import Processes
 from bench.world import Fleet, World, manifest_metadata, subscription_id
@@ -279,7 +279,7 @@ async def replay(day: Day, *, k: int = K, workdir: Path, deadline: float = 120.0
             finally:
                 await claim_watch.stop()
                 await claims.close()
-            operations = await _operations(side.admin)
+            operations = await side.admin.operations()
             bill = billing(operations, now=time.monotonic())
             out.billed_hours = bill.seconds * k / 3600
             out.boots, out.deallocations = bill.starts, bill.deallocations
@@ -290,11 +290,6 @@ async def replay(day: Day, *, k: int = K, workdir: Path, deadline: float = 120.0
             for w in opened:
                 await w.close()
     return out
-
-
-async def _operations(admin: SimAdmin) -> list[dict[str, Any]]:
-    """The simulator's operation record (SimAdmin has no method for it yet)."""
-    return list(await admin._get("operations"))  # noqa: SLF001 - the admin endpoint, with the admin's session
 
 
 def _power(world: World, name: str) -> str:

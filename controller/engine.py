@@ -266,8 +266,15 @@ class Engine:
                 if generation != t.generation:
                     t.intent_since = asyncio.get_running_loop().time()
                 self._unindex(t)
+                before = t.vm
                 t.generation, t.deleting = generation, deleting
                 t.parsed = self._parse(body.get("spec"))
+                if t.vm is None or before is None or t.vm.key != before.key:
+                    # Another VM: the last operation and start failures were the old VM's. Under
+                    # Auto a last operation that reached today's target marks a difference as
+                    # drift, so the old VM's would make the new one look drifted (the soak found
+                    # a GpuVm moved to a running VM left Drifted instead of idle-deallocated).
+                    t.previous = replace(t.previous, last_operation=None, start_failures=None)
                 t.request_failure = None  # a new intent deserves a fresh attempt
                 self._index(t)
                 self.wake(t.key)

@@ -238,3 +238,27 @@ def test_a_restarted_operator_knows_the_claims_before_it_switches_an_auto_vm_off
              20, what="the claim known to the restarted operator")
     assert requests(azure, "vm-1", "deallocate") == 0 and azure.power("vm-1") == "running"
     assert azure.overlaps() == []
+
+
+def test_an_auto_gpuvm_moved_to_a_running_vm_idles_it_off_under_report(
+    cluster: Cluster, azure: Azure, operator: OperatorRunner
+) -> None:
+    """The last operation was the old VM's: it must not make the new VM's power look like drift
+    (found by the chaos soak: a GpuVm moved to a running VM stayed Drifted, the VM billing)."""
+    azure.out_of_band("vm-1", "start")
+    wait_for(lambda: azure.power("vm-1") == "running", 10)
+    cluster.create("mover", {"vm": {"resourceId": vm_id("vm-1")}, "desiredState": "Deallocated", "driftPolicy": "Report",
+                             "idleTimeout": "1s"})
+    wait_for(lambda: azure.power("vm-1") == "deallocated" and cluster.reason("mover") == "Reconciled", 20)
+    assert cluster.status("mover")["lastOperation"]["action"] == "Deallocate"  # vm-1's
+    cluster.claim("job", "mover")
+    azure.out_of_band("vm-2", "start")
+    wait_for(lambda: azure.power("vm-2") == "running", 10)
+    # Moved to the running vm-2 while a claim wants it running: converged without an operation.
+    cluster.patch_spec("mover", {"desiredState": "Auto", "vm": {"resourceId": vm_id("vm-2")}})
+    wait_for(lambda: (cluster.claim_ready("job") or ("", ""))[1] == "True" and cluster.reason("mover") == "Reconciled", 20)
+    cluster.delete_claim("job")
+    wait_for(lambda: azure.power("vm-2") == "deallocated", 20, what="vm-2 switched off after the idle grace")
+    wait_for(lambda: cluster.reason("mover") == "Reconciled", 10)
+    assert cluster.status("mover")["lastOperation"]["trigger"] == "Idle"
+    assert requests(azure, "vm-2", "start") == 0

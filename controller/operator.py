@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
+import kubernetes.client
 from azure.core.credentials import AccessToken
 from azure.identity import CredentialUnavailableError
 
@@ -232,6 +233,18 @@ class Operator:
         }
 
 
+def _connection_info(c: kubernetes.client.Configuration, *, trust_env: bool) -> kopf.ConnectionInfo:
+    """kopf's credentials from a loaded client configuration, read as kopf.login_via_client reads
+    the default one (its public result type; the bearer token under BearerToken since client 36)."""
+    header = c.get_api_key_with_prefix("BearerToken") or c.get_api_key_with_prefix("authorization")
+    scheme, _, token = (header or "").rpartition(" ")
+    return kopf.ConnectionInfo(
+        server=c.host, ca_path=c.ssl_ca_cert, insecure=not c.verify_ssl, username=c.username or None,
+        password=c.password or None, scheme=scheme or None, token=token or None, certificate_path=c.cert_file,
+        private_key_path=c.key_file, trust_env=trust_env,
+    )
+
+
 def build_registry(op: Operator) -> kopf.OperatorRegistry:
     """A fresh registry per operator instance (tests and the demo run several in one process)."""
     registry = kopf.OperatorRegistry()
@@ -264,10 +277,16 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
         await op.stop()
 
     @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    def login(settings: kopf.OperatorSettings, **kwargs: Any) -> kopf.ConnectionInfo | None:
         if config.kube_server:
             return kopf.ConnectionInfo(server=config.kube_server, insecure=True)
-        return kopf.login_via_client(**kwargs)
+        if config.kubeconfig:
+            # kopf.login_via_client reads only the default kubeconfig (KUBECONFIG as it was when
+            # the client library was imported, else ~/.kube/config): with --kubeconfig, kopf would
+            # watch another cluster than the one the status writer writes to.
+            client = load_api_client(kubeconfig=config.kubeconfig)
+            return _connection_info(client.configuration, trust_env=settings.networking.trust_env)
+        return kopf.login_via_client(settings=settings, **kwargs)
 
     @kopf.on.event(GROUP, VERSION, PLURAL, **gpuvms)
     async def seen(event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:

@@ -249,3 +249,22 @@ def starts(run_flags: list[str], tmp_path: Path) -> None:
         process.terminate()
         _, err = process.communicate(timeout=60)
     assert "Traceback" not in err
+
+
+def test_the_kubeconfig_flag_is_what_kopf_watches_through(world: Sandbox, run_flags: list[str], tmp_path: Path) -> None:
+    """``--kubeconfig`` alone (no KUBECONFIG, no ~/.kube/config): kopf's own login would read only
+    the default kubeconfig, so the operator must hand kopf the one it was given — shown by a
+    GpuVm reconciled through it."""
+    assert world.cluster is not None
+    kubeconfig = write_kubeconfig(tmp_path / "given", world.cluster.url)
+    world.cluster.create("via-flag", {"vm": {"resourceGroup": "rg-gpu", "name": "vm-1"}, "desiredState": "Deallocated"})
+    flags = [*with_flag(run_flags, "--kube-server", None), "--kubeconfig", str(kubeconfig)]
+    process = subprocess.Popen([COMMAND, "run", *flags], env=base_env(tmp_path), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: process.poll() is None and world.cluster.reason("via-flag") is not None, 60, interval=0.2,
+                 what="the GpuVm reconciled by the operator started with --kubeconfig")
+    finally:
+        process.terminate()
+        _, err = process.communicate(timeout=60)
+    assert "Traceback" not in err

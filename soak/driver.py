@@ -54,6 +54,8 @@ OPERATOR_FLAGS = (
 )
 SIM_FLAGS = ("--page-size", "100", "--retry-after", "1", "--log-size", "400000")
 HA_PRIORITIES = (100, 50)
+# Intents that set one spec field, named by the kind's value.
+_SPEC_FIELDS = frozenset({IntentKind.DESIRED, IntentKind.DRIFT_POLICY, IntentKind.STOP_MODE, IntentKind.IDLE_TIMEOUT})
 
 
 def kube_fault_specs(seed: int) -> list[str]:
@@ -240,7 +242,8 @@ class Soak:
 
     async def _apply(self, intent: Intent) -> str:
         kind, key, p = intent.kind, intent.key, intent.params
-        handler: Callable[[Intent], Awaitable[str]] = getattr(self, "_" + kind.name.lower())
+        handler: Callable[[Intent], Awaitable[str]] = (
+            self._spec_field if kind in _SPEC_FIELDS else getattr(self, "_" + kind.name.lower()))
         return await handler(intent)
 
     async def _patch(self, key: Key, change: Mapping[str, Any]) -> float:
@@ -272,21 +275,11 @@ class Soak:
             await asyncio.sleep(0.2 * (attempt + 1))
         raise AssertionError("unreachable")
 
-    async def _desired(self, i: Intent) -> str:
-        await self._patch(i.key, {"desiredState": i.params["desiredState"]})
-        return i.params["desiredState"]
-
-    async def _drift_policy(self, i: Intent) -> str:
-        await self._patch(i.key, {"driftPolicy": i.params["driftPolicy"]})
-        return i.params["driftPolicy"]
-
-    async def _stop_mode(self, i: Intent) -> str:
-        await self._patch(i.key, {"stopMode": i.params["stopMode"]})
-        return i.params["stopMode"]
-
-    async def _idle_timeout(self, i: Intent) -> str:
-        await self._patch(i.key, {"idleTimeout": i.params["idleTimeout"]})
-        return i.params["idleTimeout"]
+    async def _spec_field(self, i: Intent) -> str:
+        """One spec field set to the intent's value; the kind's value names the field."""
+        name = i.kind.value
+        await self._patch(i.key, {name: i.params[name]})
+        return i.params[name]
 
     async def _retarget(self, i: Intent) -> str:
         await self._patch(i.key, {"vm": i.params["vm"]})

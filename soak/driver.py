@@ -386,7 +386,7 @@ class Soak:
             spec["leaseDurationSeconds"] = i.params["lease"]
             spec["renewTime"] = _rfc3339(now)
             record.lease = float(i.params["lease"])
-            record.renewals.append(self.world.mono(now))
+            renew_time = self.world.mono(now)
         elif variant == "expires":
             expires = now + dt.timedelta(seconds=i.params["expires_in"])
             spec["expiresAt"] = _rfc3339(expires)
@@ -409,6 +409,8 @@ class Soak:
         if status != 201:
             raise RuntimeError(f"creating claim {name}: {status} {str(body)[:200]}")
         record.created = sent
+        if record.lease is not None:
+            record.renewals.append((sent, renew_time))
         self.world.claim(record)
         return variant
 
@@ -442,6 +444,7 @@ class Soak:
         ns, claim = i.key[0], i.params["claim"]
         record = self.world.claims.get((ns, claim))
         now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+        sent = time.monotonic()
         status, body = await self._retrying("PATCH", f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/{CLAIMS}/{claim}",
                                             {"spec": {"renewTime": _rfc3339(now)}},
                                             content_type="application/merge-patch+json")
@@ -450,7 +453,7 @@ class Soak:
         if status != 200:
             raise RuntimeError(f"renewing {claim}: {status} {str(body)[:200]}")
         if record is not None:
-            record.renewals.append(self.world.mono(now))
+            record.renewals.append((sent, self.world.mono(now)))
             self.world.claim_changed(record)
         return "renewed"
 

@@ -150,7 +150,7 @@ def convergence(world: model.World, objects: Mapping[Key, Mapping[str, Any]], cl
             if record.finished is not None:
                 phases.add("Released")
             if (record.expires is not None and t >= record.expires) or (record.lease is not None and not any(
-                    r <= t < r + record.lease for r in record.renewals)):
+                    sent <= t < value + record.lease for sent, value in record.renewals)):
                 phases.add("Expired")
         phase = status.get("phase") if status.get("phase") in phases else "/".join(sorted(phases))
         gpuvm = objects.get(gpuvm_key) or {}

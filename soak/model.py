@@ -97,7 +97,10 @@ class ClaimRecord:
     created: float
     deleted: float | None = None
     lease: float | None = None
-    renewals: list[float] = field(default_factory=list)  # renewTime, as loop time
+    # (sent, renewTime): when the write was sent and the renewTime it wrote, as loop time. The
+    # value is whole seconds, so it is up to a second older than the write; a renewal counts only
+    # from its write (the operator cannot see it before), but the lease runs from its value.
+    renewals: list[tuple[float, float]] = field(default_factory=list)
     expires: float | None = None
     pod: str | None = None
     labelled: bool = True
@@ -231,7 +234,7 @@ class World:
         if c.expires is not None and t >= c.expires:
             return False
         if c.lease is not None:
-            renewed = max((r for r in c.renewals if r <= t + EPSILON), default=None)
+            renewed = max((value for sent, value in c.renewals if sent <= t + EPSILON), default=None)
             if renewed is None or t >= renewed + c.lease:
                 return False
         if c.finished is not None and t >= c.finished:
@@ -281,8 +284,8 @@ class World:
             if c.finished is not None:
                 points.update((c.finished, c.finished + self.timing.resync + self.timing.lag))
             if c.lease is not None:
-                for r in c.renewals:
-                    points.update((r, r + c.lease))
+                for sent, value in c.renewals:
+                    points.update((sent, value + c.lease))
         if history:
             first, last = self.wall(history[0].at), self.wall(max(history[-1].at, max(points)) + 900)
             for change in history:

@@ -160,6 +160,21 @@ def test_auto_follows_claims_and_the_idle_grace() -> None:
     assert world.targets(KEY, 26.0) == {"deallocate"}
 
 
+
+def test_a_lease_renewal_counts_from_its_write_not_from_the_older_renew_time_it_carries() -> None:
+    # The soak's seed 1 found it: renewTime is whole seconds, so a renewal sent at 289.5 carries
+    # 288.9; a deallocate at 288.92 of a lease lapsed at 280.9 (+ 8 s grace) is needed, not excess.
+    world = _world("Auto", idleTimeout="8s")
+    claim = model.ClaimRecord("team-a", "c1", "gv-000", "lease", created=261.8, lease=20.0,
+                              renewals=[(261.8, 260.9), (289.5, 288.9)])
+    world.claim(claim)
+    assert world.targets(KEY, 270.0) == {"start"}
+    assert world.targets(KEY, 285.0) == set()  # lapsed at 280.9: the idle grace
+    assert world.targets(KEY, 288.92) == {"deallocate"}  # the renewal is not written yet
+    assert world.targets(KEY, 289.6) == {"start"}
+    world.set_operations([_op("start", 262.0, 263.0), _op("deallocate", 288.92, 290.0)])
+    assert [v.verdict for v in inv.classify(world)] == ["needed", "needed"]
+
 def test_report_report_hands_off_after_an_out_of_band_change() -> None:
     world = _world("Running", driftPolicy="Report")
     world.set_operations([_op("start", 1.0, 3.0), _op("deallocate", 60.0, 62.0, origin="out-of-band"),

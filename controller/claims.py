@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.demand import CLAIM_PLURAL, Claim, ClaimPhase, LiveClaim, Liveness, liveness, parse_claim
+from controller.demand import CLAIM_PLURAL, Claim, ClaimPhase, LiveClaim, Liveness, liveness, live_until, parse_claim
 from controller.reasons import SpecError
 from controller.status import StatusMemory, fingerprint, resource_version
 
@@ -153,6 +153,15 @@ class ClaimBook:
             if live is not None and live.live:
                 out.append(LiveClaim(c.name, live.until))
         return out
+
+    def last_live(self, gpuvm: GpuVmKey, now: dt.datetime) -> dt.datetime | None:
+        """The latest moment a claim of ``gpuvm`` that is no longer live was (``live_until``)."""
+        ends = []
+        for c in self.of(gpuvm):
+            live = self.liveness(c, now)
+            if live is not None and isinstance(c.claim, Claim):
+                ends.append(live_until(c.claim, live))
+        return max((e for e in ends if e is not None), default=None)
 
     def pod_phase(self, uid: str, phase: str | None) -> set[ClaimKey]:
         """An owner Pod's phase (None: gone); returns the claims it owns when that changed."""

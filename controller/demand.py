@@ -177,6 +177,22 @@ def liveness(claim: Claim, *, now: dt.datetime, pod_phases: Mapping[str, str] = 
     return Liveness(True, until=min(ends) if ends else None)
 
 
+def live_until(claim: Claim, live: Liveness) -> dt.datetime | None:
+    """For a claim no longer live: the last moment it is known to have been (its expiry or lapsed
+    lease, else its creation), None if never. An ``idleSince`` stored before that moment was
+    written before this demand existed (by a replica that was down or paused meanwhile): the idle
+    grace counts from this moment instead, as it would have had a replica watched."""
+    if live.live or claim.created is None:
+        return None
+    if live.reason is ClaimReason.EXPIRED:
+        ends = [claim.expires_at] if claim.expires_at is not None else []
+        if claim.lease_duration is not None:
+            ends.append((claim.renew_time or claim.created) + claim.lease_duration)
+        end = min(ends, default=None)
+        return end if end is not None and end > claim.created else None
+    return claim.created
+
+
 def owner_pods_to_read(claims: Iterable[Claim]) -> set[tuple[str, str]]:
     """(namespace, pod name) of every owner Pod whose phase decides a claim's liveness."""
     return {(c.namespace, pod.name) for c in claims if not c.deleting for pod in c.owner_pods}

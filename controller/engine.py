@@ -70,7 +70,7 @@ from controller.status import (
     PreviousStatus,
     StatusMemory,
     fingerprint,
-    read_status,
+    resume_from,
     ready_condition,
     render_claim_status,
     render_status,
@@ -266,9 +266,13 @@ class Engine:
                 if generation != t.generation:
                     t.intent_since = asyncio.get_running_loop().time()
                 self._unindex(t)
-                before = t.vm
+                before, was_auto = t.vm, _auto(t.parsed)
                 t.generation, t.deleting = generation, deleting
                 t.parsed = self._parse(body.get("spec"))
+                if _auto(t.parsed) and not was_auto:
+                    # Back to Auto from an override: the idle grace starts now, even if no step
+                    # ran under the override (a flip-flop faster than the scheduler).
+                    t.previous = replace(t.previous, idle_since=None)
                 if t.vm is None or before is None or t.vm.key != before.key:
                     # Another VM: the last operation and start failures were the old VM's. Under
                     # Auto a last operation that reached today's target marks a difference as
@@ -278,12 +282,20 @@ class Engine:
                 t.request_failure = None  # a new intent deserves a fresh attempt
                 self._index(t)
                 self.wake(t.key)
+            if not self.active and rv > t.memory.reported_rv:
+                # A paused replica (the HA standby) keeps what the active one writes, and resumes
+                # from it as a restarted process would — not from the status it read when it
+                # first saw the object (a stale idleSince switched VMs off at the failover).
+                t.previous = resume_from(status, generation=generation, vm_key=t.vm.key if t.vm else None)
+                t.memory = StatusMemory(fingerprint(status), rv)
+                return t
             if t.memory.report(fingerprint(status), rv):
                 log.info("%s/%s: status was changed by someone else; repairing it", t.namespace, t.name)
                 self.wake(t.key)
             return t
         if t is not None:
             self.gone(*key)
+        parsed = self._parse(body.get("spec"))
         t = Tracked(
             namespace=key[0],
             name=key[1],
@@ -291,8 +303,10 @@ class Engine:
             created=str(meta.get("creationTimestamp") or ""),
             generation=generation,
             deleting=deleting,
-            parsed=self._parse(body.get("spec")),
-            previous=read_status(status),  # a (re)started operator trusts the stored records
+            parsed=parsed,
+            # a (re)started operator trusts the stored records that still describe this object
+            previous=resume_from(status, generation=generation,
+                                 vm_key=parsed.vm.key if isinstance(parsed, GpuVmSpec) else None),
             memory=StatusMemory(fingerprint(status), rv),
             epoch=self.epoch,
             intent_since=asyncio.get_running_loop().time(),
@@ -650,8 +664,12 @@ class Engine:
                                     tuple(ScheduleEdge(e.at, e.opens) for e in edges(spec.schedule, now, 8)))
         state = self.vms.get(spec.vm.key)
         power = look.observation.power_state if look.observation is not None else None
+        idle_since = t.previous.idle_since
+        ended = self.book.last_live(t.key, now) if idle_since is not None else None
+        if ended is not None and idle_since is not None and ended > idle_since:
+            idle_since = ended  # demand came and went while no replica wrote (demand.live_until)
         return evaluate(spec, claims=self.book.live(t.key, now), schedule=schedule, now=now,
-                        idle_since=t.previous.idle_since, vm_on=is_on(power, state.in_flight if state else None))
+                        idle_since=idle_since, vm_on=is_on(power, state.in_flight if state else None))
 
     def _evicted(self, t: Tracked, vm: VmRef | None, now: dt.datetime) -> None:
         count = (t.previous.evictions.count if t.previous.evictions else 0) + 1
@@ -1079,6 +1097,10 @@ class Engine:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _auto(spec: GpuVmSpec | SpecError) -> bool:
+    return isinstance(spec, GpuVmSpec) and spec.desired_state is DesiredState.AUTO
 
 
 def _int(value: Any) -> int:

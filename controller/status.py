@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from controller.decide import Decision, LastOperation, Result, StartFailures
@@ -101,6 +101,29 @@ def read_status(status: Any) -> PreviousStatus:
         stop_fallback=_read_stop_fallback(status.get("stopMode")),
         evictions=_read_evictions(status.get("evictions")),
     )
+
+
+def resume_from(status: Any, *, generation: int, vm_key: str | None) -> PreviousStatus:
+    """The records a (re)started or resuming replica takes over from a stored status.
+
+    What happened while no replica watched is unknown, so two records are taken only when they
+    still describe this object: a status written for an older generation may predate a
+    desiredState Running in between, or claims that came and went, so its ``idleSince`` would
+    switch the VM off at once instead of after the grace (the idle grace restarts: it costs at
+    most one idleTimeout, the other way costs a job); and the last operation and start failures
+    of another VM (spec.vm edited) must not be read as this VM's (drift, backoff). A status that
+    names no VM keeps them: an operation may still be in flight there.
+    """
+    previous = read_status(status)
+    if not isinstance(status, Mapping):
+        return previous
+    if previous.idle_since is not None and status.get("observedGeneration") != generation:
+        previous = replace(previous, idle_since=None)
+    vm = status.get("vm") if isinstance(status.get("vm"), Mapping) else {}
+    stored = vm.get("resourceId")
+    if isinstance(stored, str) and stored and (vm_key is None or stored.lower() != vm_key):
+        previous = replace(previous, last_operation=None, start_failures=None)
+    return previous
 
 
 def _read_stop_fallback(raw: Any) -> str | None:

@@ -154,6 +154,8 @@ async def test_scale_world_on_a_tiny_fleet(tmp_path: Path) -> None:
     assert s["settled"]["bulk"]["counts"] and s["settled"]["bulk"]["bound"] == math.ceil(12 / 5) + 2
     assert s["settled"]["metrics"]["status_writes"] == {}  # nobody interfered: nothing written
     assert s["reaction"]["flips"] == 3 and s["reaction"]["start_statuses"] == [202]
+    delivery, reaction = s["reaction"]["watch_delivery"], s["reaction"]["reaction"]
+    assert delivery["n"] == 3 and 0 < delivery["min_ms"] <= delivery["max_ms"] and reaction["n"] == 3
     f = s["flips"]
     assert f["flips"] == 4 and f["requests"].get("VirtualMachines.Start 202") == 4
     assert f["last_start_ended"] is not None and f["ready_after_last_end"] is not None
@@ -171,4 +173,5 @@ async def test_scale_world_on_a_tiny_fleet(tmp_path: Path) -> None:
     }
     document["targets"] = report.targets(document)
     text = report.markdown(document)
+    assert "of which the emulator's watch delivery" in text
     assert "### Scale (world S): 12 GpuVms" in text and "| 12 | " in text and "scale 12: reaction: p99" in text

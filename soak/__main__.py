@@ -3,7 +3,7 @@ section and reports/soak.json. Exit status 0 when every invariant holds, 1 other
 
     python -m soak [--seed N] [--gpuvms 200] [--intents 10000] [--rate 18]
     python -m soak --quick                  # the CI size: 40 GpuVms, 1,000 intents, one kill
-    python -m soak --seed N --only-vm team-a/gv-007   # replay one GpuVm's intents of run N
+    python -m soak --seed N --only-vm team-a/gv-007   # replay one GpuVm of run N (with those it shared a VM with)
 
 Process logs, the VM file, the CA and everything recorded (collected.pickle: soak.driver.Collected)
 are kept under reports/soak-run/ for a look afterwards.
@@ -71,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--intents", type=int, default=None)
     parser.add_argument("--rate", type=float, default=None, help="planned intents per second")
     parser.add_argument("--quick", action="store_true", help="the CI size: 40 GpuVms, 1,000 intents, one kill")
-    parser.add_argument("--only-vm", metavar="NAMESPACE/NAME", help="replay only this GpuVm's intents (and every disruption)")
+    parser.add_argument("--only-vm", metavar="NAMESPACE/NAME",
+                        help="replay only this GpuVm's intents, those of every GpuVm that shared a VM with it, "
+                             "and every disruption")
     parser.add_argument("--report", type=Path, default=None, help="Markdown file whose Chaos soak section is written "
                         "(default docs/reliability.md; none for --quick or --only-vm)")
     parser.add_argument("--json", type=Path, default=None, help="default reports/soak.json (soak-quick.json, soak-replay.json)")

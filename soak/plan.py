@@ -156,12 +156,28 @@ class Plan:
         return dict(sorted(out.items()))
 
     def only(self, gpuvm: str) -> Plan:
-        """The plan reduced to one GpuVm's intents (``namespace/name``), every disruption kept."""
+        """The plan reduced to one GpuVm's intents (``namespace/name``) and those of every GpuVm
+        that named one of its VMs at some time (and so on): a VM it moved to was freed by another
+        GpuVm's move, which must happen in the replay too, or the two would name one VM
+        (DuplicateVm) where the full run had them apart. Every disruption is kept."""
         namespace, _, name = gpuvm.partition("/")
-        kept = tuple(i for i in self.intents if i.key == (namespace, name))
-        if not kept and not any(g.key == (namespace, name) for g in self.gpuvms):
+        wanted = (namespace, name)
+        if not any(g.key == wanted for g in self.gpuvms) and not any(i.key == wanted for i in self.intents):
             raise ValueError(f"no GpuVm {gpuvm} in this plan")
-        return replace(self, intents=kept)
+        named: dict[Key, set[str]] = {g.key: {g.vm} for g in self.gpuvms}
+        for i in self.intents:
+            vm = i.params.get("vm") if i.kind is IntentKind.RETARGET else (i.params.get("spec") or {}).get("vm")
+            if vm:
+                named.setdefault(i.key, set()).add(vm)
+        keys, vms = {wanted}, set(named.get(wanted, ()))
+        while True:
+            more = {k for k, v in named.items() if k not in keys and v & vms}
+            if not more:
+                break
+            keys |= more
+            for k in more:
+                vms |= named[k]
+        return replace(self, intents=tuple(i for i in self.intents if i.key in keys))
 
 
 def namespaces(n: int) -> list[str]:

@@ -158,6 +158,7 @@ class Tracked:
     request_failure: RequestFailure | None = None
     last_reason: Reason | None = None
     intent_since: float | None = None  # loop time a new generation was first seen, until Ready
+    demand_seen: dt.datetime | None = None  # a live claim of it was last seen deleted then (see claim_gone)
     woken: asyncio.Event | None = None  # only while the finalizer waits on it
 
     @property
@@ -349,6 +350,15 @@ class Engine:
             log.info("%s/%s: claim status was changed by someone else; repairing it", c.namespace, c.name)
 
     def claim_gone(self, namespace: str, name: str) -> None:
+        c = self.book.claims.get((CLAIM_PLURAL, namespace, name))
+        t = self.tracked.get(c.gpuvm_key) if c is not None and c.gpuvm_key is not None else None
+        if c is not None and t is not None:
+            now = self._clock()
+            live = self.book.liveness(c, now)
+            if live is not None and live.live:
+                # Demand until now, even if no step saw it (it came and went while Auto GpuVms
+                # waited for the list of claims after a start): the idle grace counts from here.
+                t.demand_seen = now
         for key in self.book.gone(namespace, name):
             self.wake(key)
         self.scheduler.forget((CLAIM_PLURAL, namespace, name))
@@ -665,9 +675,11 @@ class Engine:
         state = self.vms.get(spec.vm.key)
         power = look.observation.power_state if look.observation is not None else None
         idle_since = t.previous.idle_since
-        ended = self.book.last_live(t.key, now) if idle_since is not None else None
-        if ended is not None and idle_since is not None and ended > idle_since:
-            idle_since = ended  # demand came and went while no replica wrote (demand.live_until)
+        if idle_since is not None:
+            # Demand that came and went since idleSince was written, by a replica that was down,
+            # paused or not yet stepping: the grace counts from its end (demand.live_until).
+            ends = [e for e in (self.book.last_live(t.key, now), t.demand_seen) if e is not None and e <= now]
+            idle_since = max([idle_since, *ends])
         return evaluate(spec, claims=self.book.live(t.key, now), schedule=schedule, now=now,
                         idle_since=idle_since, vm_on=is_on(power, state.in_flight if state else None))
 

@@ -130,3 +130,25 @@ async def test_a_claim_that_lapsed_after_the_stored_idle_since_moves_the_grace_t
     demand = e._demand(t, Look(None), NOW)
     assert demand is not None and demand.idle_since == dt.datetime(2026, 11, 28, 11, 57, tzinfo=dt.timezone.utc)
     assert demand.deallocate_at is None or demand.deallocate_at > NOW  # not at once
+
+
+async def test_a_claim_deleted_before_any_step_saw_it_still_restarts_the_grace() -> None:
+    """The CI soak found it: after a restart, Auto GpuVms wait for the list of claims; a lease
+    created and deleted within that wait was never stepped on, and the stored idleSince (minutes
+    old) switched the VM off at once instead of after the grace."""
+    e = Engine(azure=SimpleNamespace(), status=None, settings=EngineSettings(), emit=lambda *a: None,  # type: ignore[arg-type]
+               clock=lambda: NOW)
+    e.active = True
+    t = e.seen(body(generation=1, desired="Auto", status=stored(generation=1, idle="2026-11-28T11:00:00Z"), rv=10))
+    claim = {"metadata": {"namespace": "team-a", "name": "job", "uid": "c1", "generation": 1, "resourceVersion": "11",
+                          "creationTimestamp": "2026-11-28T11:59:30Z"},
+             "spec": {"gpuVm": "gv", "leaseDurationSeconds": 300, "renewTime": "2026-11-28T11:59:30Z"}}
+    e.claim_seen(claim)
+    e.claim_gone("team-a", "job")  # deleted while live, and no step ran in between
+    demand = e._demand(t, Look(None), NOW)
+    assert demand is not None and demand.idle_since == NOW
+    expired = {**claim, "metadata": {**claim["metadata"], "name": "old", "uid": "c2"},
+               "spec": {"gpuVm": "gv", "expiresAt": "2026-11-28T11:30:00Z"}}
+    e.claim_seen(expired)
+    e.claim_gone("team-a", "old")  # not live when deleted: it says nothing new
+    assert e._demand(t, Look(None), NOW).idle_since == NOW

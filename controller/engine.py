@@ -506,7 +506,7 @@ class Engine:
             self.claim_seen(body)
         self._claims_known = True
         for t in list(self.tracked.values()):
-            if isinstance(t.parsed, GpuVmSpec) and t.parsed.desired_state is DesiredState.AUTO:
+            if _auto(t.parsed):
                 self.wake(t.key)
 
     async def _confirm_after_resume(self, epoch: int) -> None:
@@ -531,7 +531,7 @@ class Engine:
         t = self.tracked.get(key)  # type: ignore[arg-type]
         if t is None or t.deleting:
             return None  # deletion is driven by the finalizer (``finalize``)
-        if not self._claims_known and isinstance(t.parsed, GpuVmSpec) and t.parsed.desired_state is DesiredState.AUTO:
+        if not self._claims_known and _auto(t.parsed):
             return None  # woken once the claims are listed (``_load_claims``)
         decision = await self._step_timed(t)
         return None if decision is None else decision.requeue_after
@@ -695,7 +695,7 @@ class Engine:
 
     def _bill_unclaimed(self, t: Tracked, demand: Demand | None, observation: Observation | None) -> None:
         """Seconds the VM is billed while no live claim needs it (Auto): the money idle costs."""
-        if demand is None or not isinstance(t.parsed, GpuVmSpec) or t.parsed.desired_state is not DesiredState.AUTO:
+        if demand is None or not _auto(t.parsed):
             return
         if t.unclaimed is None:
             t.unclaimed = BillingClock()

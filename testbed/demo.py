@@ -592,7 +592,8 @@ def _summary(out: TextIO, *, cluster: Cluster, azure: Azure, world: DemoWorld, m
     for claim in claim_rows(cluster.custom.list_namespaced_custom_object("gpuvm.dev", "v1alpha1", NAMESPACE, "gpuvmclaims")["items"]):
         name, gpuvm, phase, _, reason = claim
         print(f"  claim {name} of {gpuvm}: {phase} ({reason})", file=out)
-    print("Jobs (gpuvm-operator claim): " + ", ".join(f"{n}: {j.ended()}" for n, j in world.jobs.items()), file=out)
+    # By name: the stories start their jobs in whichever order the operator settles their GpuVms.
+    print("Jobs (gpuvm-operator claim): " + ", ".join(f"{n}: {j.ended()}" for n, j in sorted(world.jobs.items())), file=out)
     try:
         samples = scrape(metrics_port)
     except OSError as e:

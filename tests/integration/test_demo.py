@@ -35,7 +35,7 @@ def test_demo_converges() -> None:
     assert text.index("notebook: killed -9", evicted)  # once the VM ran again for it (the script waits for that)
     assert "  t4-spot        Deallocated  last: Deallocate Succeeded (Idle)  decided by Idle  evictions 1" in summary
     assert re.search(r"claim t4-spot-\w+ of t4-spot: Expired \(Expired\)", summary)
-    assert "Jobs (gpuvm-operator claim): eval: exit 0, train: killed by SIGKILL, notebook: killed by SIGKILL" in summary
+    assert "Jobs (gpuvm-operator claim): eval: exit 0, notebook: killed by SIGKILL, train: killed by SIGKILL" in summary
     # The schedule window wants a10-office: started by it, kept running, its end announced.
     assert "  a10-office     Running      last: Start Succeeded (Schedule)  decided by Schedule" in summary
     office = re.findall(r"^a10-office +Auto +Running +True +0 +Reconciled +Schedule +Deallocated (\S+) ", text, re.MULTILINE)

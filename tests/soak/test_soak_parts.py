@@ -217,6 +217,10 @@ def test_overlaps_count_only_the_operators_own() -> None:
               "in_flight_operation_id": "x", "status": 409, "time": 5.5}
     ok = inv.overlaps({"total": 1, "overlaps": [theirs]}, {"x": {"start": 5.0}})
     assert ok.ok and ok.numbers["other_client"] == 1
+    assert ok.value == "0 of the operator's own; 1 meeting another client's operation (begun 0.5-0.5 s before; answered 409 1)"
+    faulted = {**theirs, "status": 0}
+    assert inv.overlaps({"total": 2, "overlaps": [theirs, faulted]}, {"x": {"start": 5.0}}).numbers[
+        "other_client_answers"] == {"409": 1, "dropped": 1}
     ours = {**theirs, "in_flight_origin": "api"}
     assert not inv.overlaps({"total": 2, "overlaps": [theirs, ours]}, {"x": {"start": 5.0}}).ok
     assert not inv.overlaps({"total": 3, "overlaps": [theirs]}, {}).ok  # the record lost some: not judged blind

@@ -35,7 +35,7 @@ from controller.check import CLAIM_ACTIONS
 from controller.gpuvm import GROUP, PLURAL, VERSION
 from controller.kube import OPERATOR_ACCESS, KubeAccess, peering_access
 from testbed.kubeemu.access import Access, request_attributes
-from testbed.sandbox import Cluster, Sandbox, wait_for
+from testbed.sandbox import Cluster, Sandbox, free_port, probe, wait_for
 from tests.deploy.conftest import (
     AZURE,
     OPERATOR_SA,
@@ -222,7 +222,9 @@ def ha_run(tmp_path_factory: pytest.TempPathFactory, distinct_kopf_ids: None) ->
         for peering in of_kind(objects, "ClusterKopfPeering"):
             c.custom.create_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", dict(peering))
         a = sb.start_operator(flags(sb), operator_env(objects, "gpuvm-operator-a"))
-        b = sb.start_operator(flags(sb), {**operator_env(objects, "gpuvm-operator-b"), "GPUVM_RESUME_CONFIRM_SECONDS": "1"})
+        b_health = f"http://127.0.0.1:{free_port()}/healthz"  # a port of its own: says whether b is active
+        b = sb.start_operator(flags(sb), {**operator_env(objects, "gpuvm-operator-b"), "GPUVM_RESUME_CONFIRM_SECONDS": "1",
+                                          "GPUVM_LIVENESS": b_health})
         name = operator_env(objects, "gpuvm-operator-a")["GPUVM_PEERING"]
 
         def peers() -> dict[str, Any]:
@@ -240,6 +242,9 @@ def ha_run(tmp_path_factory: pytest.TempPathFactory, distinct_kopf_ids: None) ->
         wait_settled(c, "paused-away")
         a = sb.start_operator(flags(sb), {**operator_env(objects, "gpuvm-operator-a"), "GPUVM_RESUME_CONFIRM_SECONDS": "1"})
         wait_for(lambda: len(peers()) == 2, 20, what="a back in the peering object")
+        # Delete only once b has paused: a busy machine can leave b active for a few seconds after a
+        # is back, and an active b handles the deletion itself and has nothing to GET later.
+        wait_for(lambda: probe(b_health)["operator"]["active"] is False, 25, what="b to pause")
         c.delete("paused-away")
         wait_for(lambda: c.get("paused-away") is None, 20, what="paused-away deleted by a")
         a.stop()

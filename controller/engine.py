@@ -64,7 +64,7 @@ from controller.power import Action, DesiredState, Observation, PowerState, Stop
 from controller.reasons import Failure, Reason, SpecError
 from controller.scheduler import Scheduler
 from controller.schedule import edges, is_open
-from controller.timestamps import format_time
+from controller.timestamps import format_time, parse_time
 from controller.status import (
     Evictions,
     PreviousStatus,
@@ -158,6 +158,7 @@ class Tracked:
     request_failure: RequestFailure | None = None
     last_reason: Reason | None = None
     intent_since: float | None = None  # loop time a new generation was first seen, until Ready
+    generation_at: dt.datetime | None = None  # when this generation was first seen (creation: its timestamp)
     demand_seen: dt.datetime | None = None  # a live claim of it was last seen deleted then (see claim_gone)
     woken: asyncio.Event | None = None  # only while the finalizer waits on it
 
@@ -266,6 +267,7 @@ class Engine:
             if generation != t.generation or deleting != t.deleting:
                 if generation != t.generation:
                     t.intent_since = asyncio.get_running_loop().time()
+                    t.generation_at = self._clock()
                 self._unindex(t)
                 before, was_auto = t.vm, _auto(t.parsed)
                 t.generation, t.deleting = generation, deleting
@@ -311,6 +313,10 @@ class Engine:
             memory=StatusMemory(fingerprint(status), rv),
             epoch=self.epoch,
             intent_since=asyncio.get_running_loop().time(),
+            # The API server's whole second, rounded up: an observation from before the creation
+            # must not count as after it (one extra read at worst); never later than our own now,
+            # should the API server's clock run ahead.
+            generation_at=_created_at(parse_time(meta.get("creationTimestamp")), self._clock()),
         )
         self.tracked[key] = t
         self._index(t)
@@ -608,6 +614,12 @@ class Engine:
         now = self._clock()
         demand = self._demand(t, look, now)
         decision = self._decide(t, vm, look, tag_failure, demand, now)
+        if (vm is not None and t.generation_at is not None and decision.converged_generation == t.generation
+                and t.previous.converged_generation != t.generation and not self.fleet.known_since(vm, t.generation_at)):
+            # A generation counts as reached only on what Azure showed after it was seen: a cached
+            # observation from before could miss an out-of-band change in between, which would then
+            # be taken for drift (driftPolicy Report leaves it; found by CI's soak). The read wakes it.
+            return None
         if decision.action is not None and vm is not None:
             # About to act: the consent must be recent, not whatever the last read said.
             fresh = self._look(t, vm, need_fresh_tags=True)
@@ -1109,6 +1121,10 @@ class Engine:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _created_at(created: dt.datetime | None, now: dt.datetime) -> dt.datetime | None:
+    return None if created is None else min(created + dt.timedelta(seconds=1), now)
 
 
 def _auto(spec: GpuVmSpec | SpecError) -> bool:

@@ -212,6 +212,17 @@ class Fleet:
             self._read(state, "stale", lane_=Lane.BACKGROUND)  # the walk fell behind
         return Look(obs)
 
+    def known_since(self, vm: VmRef, since: dt.datetime) -> bool:
+        """True if what is known of ``vm`` was observed at or after ``since`` (or the last read
+        failed, and the failure is what the GpuVm shows); else asks for a read, which wakes the
+        GpuVms naming it, and says False."""
+        state = self.state(vm)
+        obs = state.observation
+        if obs is None or obs.observed_at >= since or state.last_failure is not None:
+            return True
+        self._read(state, "confirm")
+        return False
+
     def credential_renewed(self) -> None:
         """A refused token was replaced: walks and reads refused for it go again now."""
         for sub in self._subs.values():

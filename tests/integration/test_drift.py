@@ -42,3 +42,22 @@ def test_out_of_band_start_is_reported_under_report(cluster: Cluster, azure: Azu
     cluster.patch_spec("notebook", {"desiredState": "Deallocated"})
     cluster.wait_object("notebook", lambda o: o["status"].get("observedGeneration") == 3 and reason_of(o) == "Reconciled")
     assert azure.power("vm-1") == "deallocated"
+
+
+def test_a_spec_edit_right_after_an_out_of_band_start_is_not_confirmed_by_an_older_look(
+        cluster: Cluster, azure: Azure, operator: OperatorRunner) -> None:
+    """Found by CI's soak: the new generation was marked reached on the fleet's cached observation
+    from before the portal's start; the start then counted as drift, which Report leaves, and the
+    VM kept running against the spec's last word. A generation is reached only on a look taken
+    after it was seen, so the edit is acted on (trigger Spec). If the operator's walk happens to see
+    the start before the edit, the same outcome follows by the older path."""
+    cluster.create("notebook", {"vm": {"resourceId": vm_id("vm-1")}, "desiredState": "Deallocated", "driftPolicy": "Report"})
+    cluster.wait_reason("notebook", "Reconciled")
+    azure.out_of_band("vm-1", "start")
+    cluster.patch_spec("notebook", {"idleTimeout": "30m"})  # a new generation, same desiredState
+    status = cluster.wait_object(
+        "notebook", lambda o: o["status"].get("convergedGeneration") == 2 and reason_of(o) == "Reconciled"
+        and (o["status"].get("lastOperation") or {}).get("trigger") == "Spec", timeout=60, what="the edit acted on")["status"]
+    assert status["lastOperation"]["action"] == "Deallocate" and status["lastOperation"]["result"] == "Succeeded"
+    assert azure.power("vm-1") == "deallocated"
+    assert azure.overlaps() == []

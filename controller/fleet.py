@@ -11,7 +11,9 @@ Reads never block a reconcile step: ``observe`` answers from what is known and, 
 enough, asks for a read that runs on its own and wakes the GpuVms naming the VM when it lands.
 A VM gets a read of its own only when the bulk pages cannot tell: it is new after the
 subscription's first walk and tag cycle, missing from a walk's pages, in a transition this
-operator did not start, or about to be acted on with tags older than the engine allows. Until
+operator did not start, about to be acted on with tags older than the engine allows, or last seen
+before a new generation of a GpuVm naming it (``known_since``). Many such VMs at once wait for a
+round — one walk and one tag cycle — instead of a GET each (``_alone_or_round``). Until
 the first walk and tag cycle of a subscription are done, its VMs wait for them (a cold start
 with 10,000 GpuVms costs two page walks, not 10,000 GETs).
 
@@ -56,6 +58,11 @@ BUSY_WALK_COST_SHARE = 0.25
 # none came for ANNOUNCED_QUIET seconds; the wait never exceeds ANNOUNCED_WAIT.
 ANNOUNCED_QUIET = 0.5
 ANNOUNCED_WAIT = 30.0
+
+# A round (see ``_alone_or_round``) starts this long after it was asked for, so that VMs asking for
+# a look in the same burst (a GitOps sync edits GpuVms one by one) join it rather than each
+# costing a round or GETs of their own.
+ROUND_GATHER = 0.5
 
 
 @dataclass(frozen=True)
@@ -112,8 +119,8 @@ class _Subscription:
     synced: bool = False  # the first walk and tag cycle are done (or failed: then VMs read alone)
     failure: Failure | None = None  # why the last walk failed, when that holds for every VM of it
     walk_failures: int = 0  # failed walks in a row
-    new_reads: int = 0  # GETs of VMs new to this process since the last round
-    newcomers: set[str] = field(default_factory=set)  # VMs waiting for the next round
+    lone_reads: int = 0  # GETs of single VMs asked for by ``_alone_or_round`` since the last round
+    round_waiters: set[str] = field(default_factory=set)  # VMs waiting for the next round
     round_wanted: bool = False  # a walk and a whole tag cycle as soon as possible
     tag_index: int = 0  # resource group being read (per-group walks)
     tag_continuation: str | None = None
@@ -180,18 +187,8 @@ class Fleet:
                 return Look(None, pending=True)  # the subscription's first walk and tag cycle will tell
             if obs is None and sub.failure is not None:
                 return Look(None, sub.failure)  # the next walk retries it for every VM at once
-            if vm.key in sub.newcomers:
+            if vm.key in sub.round_waiters or self._alone_or_round(state, sub, "new" if obs is None else "tags"):
                 return Look(None, pending=True)
-            if state.last_failure is None and not state.reading and not sub.walk_failures and sub.new_reads >= 2 * sub.pages:
-                # Many VMs new at once (GpuVms created in bulk): one walk and one tag cycle tell
-                # all of them for what their GETs would cost.
-                sub.newcomers.add(vm.key)
-                sub.round_wanted = True
-                sub.busy.set()
-                return Look(None, pending=True)
-            if not state.reading:
-                sub.new_reads += 1
-            self._read(state, "new" if obs is None else "tags")
             if obs is None or state.last_failure is not None:
                 return Look(None, state.last_failure, pending=state.last_failure is None)
             return Look(obs, pending=True)
@@ -214,13 +211,31 @@ class Fleet:
 
     def known_since(self, vm: VmRef, since: dt.datetime) -> bool:
         """True if what is known of ``vm`` was observed at or after ``since`` (or the last read
-        failed, and the failure is what the GpuVm shows); else asks for a read, which wakes the
-        GpuVms naming it, and says False."""
+        failed, and the failure is what the GpuVm shows); else asks for a read or a round, which
+        wakes the GpuVms naming it, and says False."""
         state = self.state(vm)
         obs = state.observation
         if obs is None or obs.observed_at >= since or state.last_failure is not None:
             return True
-        self._read(state, "confirm")
+        sub = self._sub(vm.subscription_id)
+        if vm.key not in sub.round_waiters:
+            self._alone_or_round(state, sub, "confirm")
+        return False
+
+    def _alone_or_round(self, state: VmState, sub: _Subscription, purpose: str) -> bool:
+        """Ask for a read of one VM; or, when many VMs need one at once (GpuVms created or edited
+        in bulk, 10,000 by a GitOps sync) and the lone reads since the last round already cost
+        twice what a round does, put it on the next round — one walk and one tag cycle tell all
+        of them for what their GETs would cost, and spare the subscription's read budget, which
+        operations' status polls share. True if it waits for a round."""
+        if state.last_failure is None and not state.reading and not sub.walk_failures and sub.lone_reads >= 2 * sub.pages:
+            sub.round_waiters.add(state.ref.key)
+            sub.round_wanted = True
+            sub.busy.set()
+            return True
+        if not state.reading:
+            sub.lone_reads += 1
+        self._read(state, purpose)
         return False
 
     def credential_renewed(self) -> None:
@@ -394,6 +409,7 @@ class Fleet:
                 if e.failure.reason is Reason.AUTHORIZATION_FAILED and not sub.per_group:
                     log.info("cannot list VMs of subscription %s; walking its resource groups instead", subscription)
                     sub.per_group = True
+                    sub.round_wanted = sub.round_wanted or whole  # the round is still owed
                     sub.tag_index, sub.tag_continuation, sub.tags_not_before = 0, None, 0.0
                     continue
                 log.warning("bulk observation of subscription %s failed: %s %s", subscription, e.failure.code, e.failure.message)
@@ -401,10 +417,16 @@ class Fleet:
                 shared = e.failure.reason in SUBSCRIPTION_WIDE or sub.walk_failures < WALK_FAILURES_BEFORE_READS
                 self._walk_failed(subscription, sub, e.failure if shared else None)
                 self._synced(subscription, sub)  # the VMs are read one by one instead of waiting for a walk
+                if whole:
+                    self._round_done(sub)  # and so are those that waited for this round
             except Exception:  # noqa: BLE001 - the walk must go on; a bug is logged
                 log.exception("bulk observation of subscription %s failed unexpectedly", subscription)
                 self._synced(subscription, sub)
+                if whole:
+                    self._round_done(sub)
             await self._pause(subscription, sub, started)
+            if sub.round_wanted and sub.synced:
+                await asyncio.sleep(ROUND_GATHER)
 
     async def _announced(self, subscription: str) -> None:
         """Until no GpuVm naming the subscription was announced for ANNOUNCED_QUIET seconds (bounded)."""
@@ -419,8 +441,9 @@ class Fleet:
             count = now
 
     def _round_done(self, sub: _Subscription) -> None:
-        """The VMs that waited for this round are told (those it did not settle read alone)."""
-        waiting, sub.newcomers, sub.new_reads = sub.newcomers, set(), 0
+        """The VMs that waited for this round are told (those it did not settle, or all of them
+        when it failed, read alone)."""
+        waiting, sub.round_waiters, sub.lone_reads = sub.round_waiters, set(), 0
         for key in waiting:
             self._on_change(key)
 

@@ -30,6 +30,29 @@ def test_settled_vms_are_observed_in_bulk(cluster: Cluster, azure: Azure, start_
     assert azure.count("VirtualMachines.InstanceView") == 0
 
 
+@pytest.mark.parametrize("azure_vms", [[SimVm(subscription_id=SUB, resource_group=RG, name=f"b-{i}", tags=MANAGED)
+                                         for i in range(30)]], ids=["30 VMs"])
+def test_a_spec_edit_of_many_gpuvms_that_needs_no_action_is_confirmed_in_bulk(
+        cluster: Cluster, azure: Azure, start_operator, azure_vms: list[SimVm]) -> None:
+    # A new generation counts as reached only on a look from after it (f7ab667); when a GitOps sync
+    # edits many GpuVms at once, that look must come from walks, not one GET per VM.
+    names = [vm.name for vm in azure_vms]
+    start_operator()
+    for name in names:
+        cluster.create(name, {"vm": {"resourceId": vm_id(name)}, "desiredState": "Deallocated"})
+    settle_all(cluster, names)
+    gets, walks = azure.count("VirtualMachines.Get"), azure.count("VirtualMachines.ListAll")
+    for name in names:
+        cluster.patch_spec(name, {"driftPolicy": "Report"})
+    settle_all(cluster, names)
+    assert all(azure.power(n) == "deallocated" for n in names)
+    gets, walks = azure.count("VirtualMachines.Get") - gets, azure.count("VirtualMachines.ListAll") - walks
+    # At most two lone GETs (twice the one page a round costs) before each round and after the
+    # last, however edits and rounds interleave (20 of 30 at worst); a GET per GpuVm would be 30.
+    assert walks >= 1
+    assert gets <= 2 * (walks + 1) and gets < len(names), (gets, walks)
+
+
 def test_out_of_band_change_is_seen_by_the_walk(cluster: Cluster, azure: Azure, start_operator) -> None:
     start_operator(["--resync-interval", "0.5", "--transition-poll", "30"])  # own reads would be too slow
     cluster.create("w", {"vm": {"resourceId": vm_id("vm-1")}, "desiredState": "Deallocated", "driftPolicy": "Report"})

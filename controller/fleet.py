@@ -97,7 +97,7 @@ class VmState:
     tags_at: dt.datetime | None = None
     in_flight: Action | None = None
     reached: asyncio.Event | None = None  # a walk saw the operation's target (only while one is followed)
-    accepted_at: dt.datetime | None = None  # when Azure accepted the operation in flight
+    accepted_at: dt.datetime | None = None  # when Azure accepted the last operation of ours (what its end showed holds as of then)
     missing: bool = False  # absent from the last walk's pages
     last_read: float = float("-inf")  # loop time of our last own read
     reading: bool = False  # an own read is queued or running
@@ -215,7 +215,12 @@ class Fleet:
         wakes the GpuVms naming it, and says False."""
         state = self.state(vm)
         obs = state.observation
-        if obs is None or obs.observed_at >= since or state.last_failure is not None:
+        if obs is None or state.last_failure is not None:
+            return True
+        # What the end of an operation of ours shows holds as of the operation, not of when its
+        # status said so: Azure may have ended it long before, and a portal's start since is unknown.
+        seen = state.accepted_at if obs.source == "operation" and state.accepted_at is not None else obs.observed_at
+        if seen >= since:
             return True
         sub = self._sub(vm.subscription_id)
         if vm.key not in sub.round_waiters:

@@ -61,3 +61,31 @@ def test_a_spec_edit_right_after_an_out_of_band_start_is_not_confirmed_by_an_old
     assert status["lastOperation"]["action"] == "Deallocate" and status["lastOperation"]["result"] == "Succeeded"
     assert azure.power("vm-1") == "deallocated"
     assert azure.overlaps() == []
+
+
+def test_a_spec_edit_during_an_operation_is_not_confirmed_by_the_operations_end(
+        cluster: Cluster, azure: Azure, operator: OperatorRunner) -> None:
+    """Found by CI's soak (the flake proof on c44d935, gv-007 again): the operator's deallocate had
+    ended in Azure, a portal start followed, and a spec edit came while the operator had not yet
+    learned of the end. When the operation's status said Succeeded, the VM was taken for
+    Deallocated as of that moment and the edit's generation counted as reached; the next look
+    (Running) was drift, which Report leaves. What an operation's end shows holds as of the
+    operation, so the edit needs a look from after it and is acted on (trigger Spec)."""
+    cluster.create("notebook", {"vm": {"resourceId": vm_id("vm-1")}, "desiredState": "Running", "driftPolicy": "Report"})
+    cluster.wait_reason("notebook", "Reconciled")
+    # The operator learns nothing of its next operation until the faults go: no status polls, no walks.
+    faults = [azure.fault("kind=http op=operationStatus status=500"), azure.fault("kind=http op=listAll status=500")]
+    cluster.patch_spec("notebook", {"desiredState": "Deallocated"})
+    wait_for(lambda: azure.power("vm-1") == "deallocated", 30, what="the deallocate done in Azure")
+    azure.out_of_band("vm-1", "start")
+    wait_for(lambda: azure.power("vm-1") == "running", 30, what="the portal's start")
+    edited = cluster.patch_spec("notebook", {"idleTimeout": "30m"})["metadata"]["generation"]  # same desiredState
+    for fault in faults:
+        assert azure.call(lambda f=fault: azure.sim.remove_fault(f))
+    wait_for(lambda: azure.power("vm-1") == "deallocated" and (o := cluster.get("notebook"))
+             and o["status"].get("convergedGeneration") == edited and reason_of(o) == "Reconciled",
+             60, what="the edit acted on: vm-1 deallocated again, the GpuVm Reconciled")
+    assert [r.status for r in azure.power_requests("vm-1", "deallocate")] == [202, 202]
+    status = cluster.status("notebook")
+    assert status["lastOperation"]["trigger"] == "Spec" and status["powerState"] == "Deallocated"
+    assert azure.overlaps() == []

@@ -187,7 +187,7 @@ class Fleet:
                 return Look(None, pending=True)  # the subscription's first walk and tag cycle will tell
             if obs is None and sub.failure is not None:
                 return Look(None, sub.failure)  # the next walk retries it for every VM at once
-            if vm.key in sub.round_waiters or self._alone_or_round(state, sub, "new" if obs is None else "tags"):
+            if self._alone_or_round(state, sub, "new" if obs is None else "tags"):
                 return Look(None, pending=True)
             if obs is None or state.last_failure is not None:
                 return Look(None, state.last_failure, pending=state.last_failure is None)
@@ -222,9 +222,7 @@ class Fleet:
         seen = state.accepted_at if obs.source == "operation" and state.accepted_at is not None else obs.observed_at
         if seen >= since:
             return True
-        sub = self._sub(vm.subscription_id)
-        if vm.key not in sub.round_waiters:
-            self._alone_or_round(state, sub, "confirm")
+        self._alone_or_round(state, self._sub(vm.subscription_id), "confirm")
         return False
 
     def _alone_or_round(self, state: VmState, sub: _Subscription, purpose: str) -> bool:
@@ -232,7 +230,9 @@ class Fleet:
         in bulk, 10,000 by a GitOps sync) and the lone reads since the last round already cost
         twice what a round does, put it on the next round — one walk and one tag cycle tell all
         of them for what their GETs would cost, and spare the subscription's read budget, which
-        operations' status polls share. True if it waits for a round."""
+        operations' status polls share. True if it waits for a round (already, or from now)."""
+        if state.ref.key in sub.round_waiters:
+            return True
         if state.last_failure is None and not state.reading and not sub.walk_failures and sub.lone_reads >= 2 * sub.pages:
             sub.round_waiters.add(state.ref.key)
             sub.round_wanted = True

@@ -7,6 +7,7 @@ They live here once.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
@@ -44,6 +45,17 @@ def wait_for(predicate: Callable[[], T], timeout: float = 10.0, *, interval: flo
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
         time.sleep(interval)
+
+
+async def until(predicate: Callable[[], Any], timeout: float = 10.0, *, interval: float = 0.01, what: str = "") -> None:
+    """``wait_for`` for code on an event loop: lets the loop run (``interval`` at a time) until
+    ``predicate`` holds; raises AssertionError after ``timeout`` seconds of loop time."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+        await asyncio.sleep(interval)
 
 
 def free_port() -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -20,6 +20,7 @@ from controller.fleet import Fleet, FleetSettings, Look
 from controller.gpuvm import VmRef
 from controller.power import Observation, PowerState, ProvisioningState
 from controller.reasons import Failure, Reason
+from testbed.sandbox import until
 
 SUB = "00000000-0000-0000-0000-0000000000aa"
 TAGS = {"gpuvm-operator.io/managed": "true"}
@@ -63,20 +64,11 @@ class Azure:
         return {key: (dict(TAGS), None) for key in self.wanted}, None
 
 
-async def until(condition: Callable[[], Any], what: str, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
 async def steps_until_told(fleet: Fleet, woken: list[str], vm: VmRef) -> Look:
     """Observe ``vm`` each time the fleet wakes it, as the engine does, until the look tells."""
     handled = 0
     while True:
-        await until(lambda: woken.count(vm.key) > handled, f"the fleet to wake {vm.name}")
+        await until(lambda: woken.count(vm.key) > handled, what=f"the fleet to wake {vm.name}")
         handled = woken.count(vm.key)
         look = fleet.observe(vm)
         if look.observation is not None and not look.pending:
@@ -94,7 +86,7 @@ async def synced_fleet(wanted: set[str], azure: Azure, woken: list[str]) -> Flee
     fleet = Fleet(azure, FleetSettings(resync=3600, min_read_interval=0), clock=now,  # type: ignore[arg-type]
                   on_change=woken.append, wanted=lambda sub: set(wanted), lookup=refs.get)
     fleet.ensure_walker(SUB)
-    await until(lambda: fleet._sub(SUB).synced, "the first walk and tag cycle")
+    await until(lambda: fleet._sub(SUB).synced, what="the first walk and tag cycle")
     return fleet
 
 
@@ -106,7 +98,7 @@ async def test_a_spec_edit_of_many_gpuvms_is_confirmed_by_one_round_not_a_get_ea
         assert azure.walks == 1 and azure.gets == []
         edited = now()  # every GpuVm's spec changed after the last look
         assert [fleet.known_since(ref(i), edited) for i in range(6)] == [False] * 6
-        await until(lambda: all(fleet.known_since(ref(i), edited) for i in range(6)), "every VM seen after the edit")
+        await until(lambda: all(fleet.known_since(ref(i), edited) for i in range(6)), what="every VM seen after the edit")
         # Two lone reads (twice the one page a round costs), then one round for the other four.
         assert sorted(azure.gets) == ["vm-0", "vm-1"]
         assert azure.walks == 2 and azure.tag_pages == 2
@@ -124,7 +116,7 @@ async def test_a_gpuvm_waiting_for_a_round_is_not_read_again_when_woken_meanwhil
         for i in range(3):
             fleet.known_since(ref(i), edited)  # vm-2 waits for the round
         assert fleet.known_since(ref(2), edited) is False
-        await until(lambda: fleet.known_since(ref(2), edited), "the round")
+        await until(lambda: fleet.known_since(ref(2), edited), what="the round")
         assert "vm-2" not in azure.gets
     finally:
         await fleet.close()
@@ -139,7 +131,7 @@ async def test_gpuvms_waiting_for_a_round_whose_walk_fails_are_read_alone() -> N
         for i in range(1, 4):
             wanted.add(ref(i).key)  # three GpuVms created at once: vm-3 waits for a round
             assert fleet.observe(ref(i)).pending
-        await until(lambda: azure.walks >= 3, "the failed round and the walk after it")
+        await until(lambda: azure.walks >= 3, what="the failed round and the walk after it")
 
         # Woken by the failure, vm-3 reads alone (the walk after it carried no tags: statusOnly).
         look = await steps_until_told(fleet, woken, ref(3))

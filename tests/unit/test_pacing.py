@@ -18,6 +18,7 @@ from controller.pacing import (
     current_reading,
     reading,
 )
+from testbed.sandbox import until
 
 
 class Clock:
@@ -220,14 +221,6 @@ async def test_in_flight_cap_holds_the_rest() -> None:
     assert granted == [0, 1, 2, 3, 4]
 
 
-async def _until(condition, timeout: float = 30.0) -> None:
-    """Let the loop run until ``condition()`` holds (a deadline, not a fixed sleep)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.005)
-
-
 async def test_write_tokens_pace_operations() -> None:
     # The pacer's clock is ours: under load a wall-clock bound on "at once" would not hold.
     clock = Clock()
@@ -240,11 +233,11 @@ async def test_write_tokens_pace_operations() -> None:
         pacer.release()
 
     tasks = [asyncio.create_task(operate(i)) for i in range(4)]
-    await _until(lambda: len(granted) == 2)  # the burst, with no time passing
+    await until(lambda: len(granted) == 2, 30.0, interval=0.005)  # the burst, with no time passing
     await asyncio.sleep(0.05)  # the pacer's pump runs meanwhile: it must not grant without tokens
     assert granted == [0, 1] and pacer.operations_waiting == 2
     clock.now += 0.021  # then one per 1/50 s (a hair more: float sums)
-    await _until(lambda: len(granted) == 3)
+    await until(lambda: len(granted) == 3, 30.0, interval=0.005)
     assert pacer.operations_waiting == 1
     clock.now += 0.021
     await asyncio.wait_for(asyncio.gather(*tasks), 30)

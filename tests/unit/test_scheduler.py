@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from controller.scheduler import Scheduler
+from testbed import sandbox
 
 
 class Run:
@@ -28,12 +29,8 @@ class Run:
         await asyncio.wait_for(self.task, 5)
 
 
-async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    async def poll() -> None:
-        while not predicate():
-            await asyncio.sleep(0.001)
-
-    await asyncio.wait_for(poll(), timeout)
+async def until(predicate: Callable[[], bool]) -> None:
+    await sandbox.until(predicate, 5.0, interval=0.001)
 
 
 async def test_keys_are_stepped_in_due_order() -> None:

@@ -245,7 +245,8 @@ class ControlPlane:
         self._write_kubeconfig()
         etcd_url = f"http://127.0.0.1:{self.etcd_port}"
         data = self.workdir / "etcd-data"
-        data.mkdir(mode=0o700, exist_ok=True)
+        shutil.rmtree(data, ignore_errors=True)  # a fresh, empty cluster each start
+        data.mkdir(mode=0o700)
         peer_url = f"http://127.0.0.1:{self.etcd_peer_port}"
         flags = ["--name", "local", "--data-dir", str(data), "--listen-client-urls", etcd_url,
                  "--listen-peer-urls", peer_url, "--log-level", "warn", "--unsafe-no-fsync"]

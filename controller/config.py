@@ -46,6 +46,7 @@ class OperatorConfig:
     peering: str | None = None  # None: standalone (one replica)
     priority: int = 0
     status_workers: int = 4
+    event_workers: int = 64  # GpuVms (and claims) whose watch events kopf handles at once, at most
     metrics_port: int | None = None
     connect_timeout: float = 30.0  # start-up's wait for the API server; each network step of `check`
     labels: tuple[tuple[str, str | None], ...] = ()  # shard by label: (key, value), value None = present
@@ -182,6 +183,10 @@ def add_run_arguments(parser: argparse.ArgumentParser, env: Mapping[str, str] | 
                        help="an explicit budget for one kind of request (read, list, poll, write) instead of the share of "
                             "Azure's, e.g. 'write=400/20' where a subscription's limits are known to differ; repeatable "
                             "(env GPUVM_AZURE_BUDGET, space-separated)")
+    scale.add_argument("--event-workers", type=_number(int, "GPUVM_EVENT_WORKERS"),
+                       default=_env(env, "GPUVM_EVENT_WORKERS") or "64",
+                       help="objects whose watch events are handled at once, at most: bounds the memory and the "
+                            "API requests of a first adoption or a re-list (env GPUVM_EVENT_WORKERS; docs/install.md)")
     scale.add_argument("--metrics-port", type=_number(int, "GPUVM_METRICS_PORT"),
                        default=_env(env, "GPUVM_METRICS_PORT"),
                        help="serve Prometheus metrics on this port (env GPUVM_METRICS_PORT); default (or 0) off")
@@ -247,6 +252,8 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
     if args.max_operations < 1:
         raise ConfigError(f"--max-operations must be at least 1, got {args.max_operations}")
     max_operations = args.max_operations
+    if args.event_workers < 1:
+        raise ConfigError(f"--event-workers must be at least 1, got {args.event_workers}")
     budgets = parse_budgets(args.azure_budget or (env.get("GPUVM_AZURE_BUDGET") or "").split())
     metrics_port = args.metrics_port or None  # 0: off, as unset
     if metrics_port is not None and not 0 < metrics_port < 65536:
@@ -309,6 +316,7 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
         peering=args.peering,
         priority=args.priority,
         metrics_port=metrics_port,
+        event_workers=args.event_workers,
         connect_timeout=_check_positive("--connect-timeout", args.connect_timeout),
         labels=parse_selector(args.selector),
         log_format=args.log_format,

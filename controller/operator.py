@@ -47,7 +47,7 @@ from controller.credentials import (
 from controller.demand import CLAIM_PLURAL
 from controller.engine import Engine
 from controller.gpuvm import GROUP, PLURAL, VERSION
-from controller.kube import Connection, StatusWriter, list_objects, load_api_client
+from controller.kube import Connection, StatusWriter, count_objects, list_objects, load_api_client
 from controller.metrics import Metrics
 from controller.pods import PodPhases
 
@@ -55,6 +55,27 @@ log = logging.getLogger("gpuvm.operator")
 
 FINALIZER = "gpuvm.dev/finalizer"
 TRIM_EVERY = 30.0  # seconds between hand-backs of freed heap memory to the OS
+WORKER_IDLE = 0.05  # seconds a kopf worker waits for its object's next event before it frees its slot
+
+
+class _PerEventAtDebug(logging.Filter):
+    """kopf logs "Handler '…' succeeded." at INFO after every handler call, so with handlers that
+    only hand a watch event to the engine, every watch event was a line: three per GpuVm in a
+    first adoption (30,000 for 10,000), more at every re-list of a busy cluster — and nothing in
+    them a person acts on. The operator logs what changes something itself (power operations,
+    failures, repairs, ownership tags). Those records of the event handlers are DEBUG now, shown
+    with --verbose; the deletion handler's, and every failure, stay as kopf logs them."""
+
+    PER_EVENT = ("seen' succeeded.", "claim_seen' succeeded.")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO and record.getMessage().endswith(self.PER_EVENT):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+logging.getLogger("kopf.objects").addFilter(_PerEventAtDebug())
 
 
 def _malloc_trim() -> Callable[[int], int] | None:
@@ -167,6 +188,14 @@ class Operator:
 
         if not config.namespace_globs:  # the claims kopf delivers: all, or those of the named namespaces
             engine.list_claims = lambda: writer.in_thread(list_claims)
+
+        def count_gpuvms() -> int | None:
+            counts = [count_objects(conn, GROUP, VERSION, PLURAL, namespace=ns, timeout=30) for ns in served or (None,)]
+            return None if None in counts else sum(c for c in counts if c is not None)
+
+        if not config.namespace_globs and not config.labels:  # a count the API server can give for what kopf lists
+            engine.fleet.expected = lambda: writer.in_thread(count_gpuvms)
+        engine.fleet.announced = lambda: len(engine.tracked)
         engine.book.watched = pods.phases
         engine.read_pod = lambda ns, name, uid: writer.in_thread(lambda: pods.read(ns, name, uid))
         pods.start()
@@ -245,6 +274,32 @@ def _connection_info(c: kubernetes.client.Configuration, *, trust_env: bool) -> 
     )
 
 
+def apply_settings(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
+    """kopf's settings for this operator (a function of its own so tests can check them)."""
+    # Progress and diff-base in annotations: a structural schema would prune status.kopf.
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage()
+    # Without the spec: nothing here uses kopf's diffs (every step reads the spec afresh), and
+    # a copy of a 1 MB spec in an annotation breaks the apiserver's 256 KiB annotation limit.
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(ignored_fields=["spec"])
+    # kopf would post an Event for each INFO line of its own; ours are posted explicitly.
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300  # every watch request ends; kopf re-lists/resumes
+    settings.watching.client_timeout = 330
+    settings.peering.priority = config.priority
+    # No CRD/namespace scanning unless namespace globs need it (to learn which namespaces
+    # match): discovery finds GpuVms, and it saves cluster-wide list/watch on namespaces.
+    settings.scanning.disabled = not config.namespace_globs
+    # Memory bounded by design (docs/install.md, "Memory and sizing"): kopf starts a worker per
+    # object with queued events and, by default, any number at once; a real API server hands
+    # over a whole list and the events of the operator's own writes as fast as they are made,
+    # so every GpuVm's handling, its requests and their TLS connections were in flight at once
+    # (2.7 GiB for 10,000). At most `event_workers` objects are handled at once, and a worker
+    # leaves as soon as its object has nothing queued instead of lingering 5 s in its slot.
+    settings.queueing.worker_limit = config.event_workers
+    settings.queueing.idle_timeout = WORKER_IDLE
+
+
 def build_registry(op: Operator) -> kopf.OperatorRegistry:
     """A fresh registry per operator instance (tests and the demo run several in one process)."""
     registry = kopf.OperatorRegistry()
@@ -256,20 +311,7 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
 
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-        # Progress and diff-base in annotations: a structural schema would prune status.kopf.
-        settings.persistence.finalizer = FINALIZER
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage()
-        # Without the spec: nothing here uses kopf's diffs (every step reads the spec afresh), and
-        # a copy of a 1 MB spec in an annotation breaks the apiserver's 256 KiB annotation limit.
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(ignored_fields=["spec"])
-        # kopf would post an Event for each INFO line of its own; ours are posted explicitly.
-        settings.posting.level = logging.WARNING
-        settings.watching.server_timeout = 300  # every watch request ends; kopf re-lists/resumes
-        settings.watching.client_timeout = 330
-        settings.peering.priority = config.priority
-        # No CRD/namespace scanning unless namespace globs need it (to learn which namespaces
-        # match): discovery finds GpuVms, and it saves cluster-wide list/watch on namespaces.
-        settings.scanning.disabled = not config.namespace_globs
+        apply_settings(settings, config)
         await op.start()
 
     @kopf.on.cleanup(registry=registry)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 
 from controller.azure_compute import AzureCompute, AzureFailureError
@@ -58,6 +58,14 @@ BUSY_WALK_COST_SHARE = 0.25
 # none came for ANNOUNCED_QUIET seconds; the wait never exceeds ANNOUNCED_WAIT.
 ANNOUNCED_QUIET = 0.5
 ANNOUNCED_WAIT = 30.0
+# Where the API server said how many GpuVms there are (``Fleet.expected``), the first walk waits
+# until that many were announced — on a real API server kopf hands the list over at the pace of
+# its bounded workers (--event-workers), with pauses longer than ANNOUNCED_QUIET on a busy
+# machine, and each walk started early cost another round of the list budget (five walks
+# instead of one for 10,000 GpuVms). A GpuVm deleted meanwhile is never announced: the wait
+# ends after EXPECTED_QUIET seconds without an announcement, and never exceeds EXPECTED_WAIT.
+EXPECTED_QUIET = 5.0
+EXPECTED_WAIT = 300.0
 
 # A round (see ``_alone_or_round``) starts this long after it was asked for, so that VMs asking for
 # a look in the same burst (a GitOps sync edits GpuVms one by one) join it rather than each
@@ -155,6 +163,11 @@ class Fleet:
         self._on_change = on_change
         self._wanted = wanted
         self._lookup = lookup
+        # Set by the engine at start-up: the number of GpuVms the API server holds (None: it did
+        # not say), and how many were announced so far.
+        self.expected: Callable[[], Awaitable[int | None]] | None = None
+        self.announced: Callable[[], int] = lambda: 0
+        self._expected_count: asyncio.Future[int | None] | None = None
         self.vms: dict[str, VmState] = {}
         self._subs: dict[str, _Subscription] = {}
         self._reads: set[asyncio.Task[None]] = set()
@@ -434,8 +447,16 @@ class Fleet:
                 await asyncio.sleep(ROUND_GATHER)
 
     async def _announced(self, subscription: str) -> None:
-        """Until no GpuVm naming the subscription was announced for ANNOUNCED_QUIET seconds (bounded)."""
+        """Until every GpuVm the API server holds was announced (where it said how many), then
+        until no GpuVm naming the subscription was announced for ANNOUNCED_QUIET seconds (bounded)."""
         loop = asyncio.get_running_loop()
+        expected = await self._expected()
+        if expected is not None:
+            deadline, seen, last = loop.time() + EXPECTED_WAIT, self.announced(), loop.time()
+            while seen < expected and loop.time() < deadline and loop.time() - last < EXPECTED_QUIET:
+                await asyncio.sleep(ANNOUNCED_QUIET)
+                if self.announced() != seen:
+                    seen, last = self.announced(), loop.time()
         deadline = loop.time() + ANNOUNCED_WAIT
         count = len(self._wanted(subscription))
         while loop.time() < deadline:
@@ -444,6 +465,18 @@ class Fleet:
             if now == count:
                 return
             count = now
+
+    async def _expected(self) -> int | None:
+        """What ``expected`` says, once per fleet; None when it cannot (a selector, an error)."""
+        if self.expected is None:
+            return None
+        if self._expected_count is None:
+            self._expected_count = asyncio.ensure_future(self.expected())
+        try:
+            return await asyncio.shield(self._expected_count)
+        except Exception as e:  # noqa: BLE001 - only an optimisation of the first walk's timing
+            log.debug("cannot count the GpuVms to wait for before the first walk: %s", e)
+            return None
 
     def _round_done(self, sub: _Subscription) -> None:
         """The VMs that waited for this round are told (those it did not settle, or all of them

@@ -361,6 +361,21 @@ def list_page(
     return request(conn, api.list_namespaced_custom_object, group, version, namespace, plural, timeout=timeout, **options)
 
 
+def count_objects(
+    conn: Connection, group: str, version: str, plural: str, *, namespace: str | None, timeout: float,
+) -> int | None:
+    """How many objects of a custom resource ``namespace`` (None: all) holds, from a one-item page:
+    the API server says how many more there are (``remainingItemCount``) for lists without
+    selectors. None where it does not say."""
+    page = list_page(conn, group, version, plural, namespace=namespace, timeout=timeout, limit=1)
+    meta = page.get("metadata") or {}
+    items = len(page.get("items") or [])
+    if not meta.get("continue"):
+        return items
+    remaining = meta.get("remainingItemCount")
+    return items + int(remaining) if isinstance(remaining, int) else None
+
+
 def list_objects(
     conn: Connection, group: str, version: str, plural: str, *,
     namespace: str | None, timeout: float, label_selector: str = "", field_selector: str = "", limit: int = 500,

@@ -136,7 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         if code:
             return code
     print(f"\nbench: {time.monotonic() - began:.0f} s; wrote {args.report} and {args.json}")
-    return 0
+    over = report.memory_guard(document)
+    for line in over:
+        print(f"bench: memory guard: {line}", file=sys.stderr)
+    return 1 if over else 0
 
 
 if __name__ == "__main__":

@@ -52,12 +52,16 @@ def converged(obj: Mapping[str, Any], power: str) -> bool:
 
 
 class KubeApi:
-    """GpuVms through the emulator's REST API (what the official client would send)."""
+    """GpuVms through the API server's REST API, the emulator's or a real one (what the official
+    client would send)."""
 
-    def __init__(self, url: str, *, connections: int = 32) -> None:
+    def __init__(self, url: str, *, connections: int = 32, ssl_context: ssl.SSLContext | None = None) -> None:
+        """``ssl_context``: for a real API server (its CA, and the admin's client certificate)."""
         self.url = url.rstrip("/")
         self._session = aiohttp.ClientSession(
-            timeout=_TIMEOUT, connector=aiohttp.TCPConnector(limit=connections, force_close=False))
+            timeout=_TIMEOUT,
+            connector=aiohttp.TCPConnector(limit=connections, force_close=False,
+                                           ssl=ssl_context if ssl_context is not None else True))
 
     async def close(self) -> None:
         await self._session.close()

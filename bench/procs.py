@@ -14,6 +14,7 @@ import secrets
 import shlex
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _PR_SET_PDEATHSIG = 1
@@ -225,6 +227,69 @@ def _line_after(path: Path, prefix: str) -> str | None:
 class Emulator:
     proc: Proc
     url: str
+    ssl_context: None = None  # plain http on loopback
+
+    @property
+    def operator_flags(self) -> list[str]:
+        return ["--kube-server", self.url]
+
+    @property
+    def procs(self) -> list[Proc]:
+        return [self.proc]
+
+    def stop(self, procs: "Processes") -> None:
+        procs.stop(self.proc)
+
+
+@dataclass
+class RealKube:
+    """The real control plane (testbed/controlplane.py): its processes are not ``Proc``s of the
+    benchmark's (they are measured by pid), the admin client authenticates with certificates."""
+
+    plane: Any  # testbed.controlplane.ControlPlane
+    ssl_context: ssl.SSLContext
+
+    @property
+    def url(self) -> str:
+        return str(self.plane.url)
+
+    @property
+    def operator_flags(self) -> list[str]:
+        return ["--kubeconfig", str(self.plane.kubeconfig)]
+
+    @property
+    def procs(self) -> list[Proc]:
+        return []
+
+    def stop(self, procs: "Processes") -> None:
+        self.plane.stop()
+
+
+def start_real_kube(procs: Processes, *, crds: Sequence[Path], name: str = "kube-real", timeout: float = 180) -> RealKube:
+    """kube-apiserver + etcd + kube-controller-manager from ``$GPUVM_KUBE_ASSETS`` with the CRDs
+    applied and Established (raises testbed.controlplane.AssetsMissing without the assets)."""
+    from testbed.controlplane import ControlPlane
+
+    plane = ControlPlane(procs.workdir / name).start(timeout=timeout)
+    try:
+        kubectl = Path(sys.executable).parent / "kubectl"
+        args = [str(kubectl), "--kubeconfig", str(plane.kubeconfig)]
+        subprocess.run([*args, "apply", *(a for c in crds for a in ("-f", str(c)))], check=True, capture_output=True,
+                       timeout=120)
+        subprocess.run([*args, "wait", "--for=condition=Established", "--timeout=120s", *(
+            f"crd/{Path(c).name.removesuffix('.yaml')}" for c in crds)], check=True, capture_output=True, timeout=150)
+        # Established is not served yet: the new resource's storage answers 429 "storage is
+        # (re)initializing" for a moment.
+        for c in crds:
+            plural = Path(c).name.split(".", 1)[0]
+            wait_until(lambda: subprocess.run([*args, "get", plural, "-A"], capture_output=True, timeout=30).returncode == 0,
+                       60, f"{plural} served")
+    except BaseException:
+        plane.stop()
+        raise
+    context = ssl.create_default_context(cafile=str(plane.certs / "ca.crt"))
+    context.load_cert_chain(str(plane.certs / "admin.crt"), str(plane.certs / "admin.key"))
+    return RealKube(plane, context)
 
 
 def start_emulator(procs: Processes, *, crds: Sequence[Path], name: str = "kube-emulator", timeout: float = 30) -> Emulator:
@@ -298,7 +363,7 @@ class Operator:
 def start_operator(
     procs: Processes,
     *,
-    emulator: Emulator,
+    emulator: Emulator | RealKube,
     simulator: Simulator,
     subscription: str,
     flags: Sequence[str] = (),
@@ -311,7 +376,7 @@ def start_operator(
     metrics_port = free_port() if metrics else None
     argv = [
         *_OPERATOR, "run",
-        "--kube-server", emulator.url,
+        *emulator.operator_flags,
         "--arm-endpoint", simulator.endpoint,
         "--ca-bundle", str(simulator.ca_file),
         "--credential", "simulator-token",

@@ -114,7 +114,16 @@ def targets(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
 
     for s in r.get("scale") or []:
         for t in scale.targets(s):
-            row(f"scale {s['gpuvms']:,}: {t.what}", t.target, t.measured, t.met)
+            row(f"scale {s['gpuvms']:,} ({s.get('api_server', 'emulator')}): {t.what}", t.target, t.measured, t.met)
+    a = r.get("adoption")
+    if a:
+        from bench import adoption
+
+        for t in adoption.targets(adoption.AdoptionPlan(**a["targets_plan"]), a):
+            row(t.what, t.target, t.measured, t.met)
+    real = r.get("real_control_plane")
+    if real and not real.get("available"):
+        row("worlds on the real control plane", "run", f"skipped: {real.get('reason')}", None)
     census = r.get("census")
     if census:
         row(f"census, {census['gpuvms']:,} GpuVms: operator memory per GpuVm (tracemalloc)", "(reported)",
@@ -122,6 +131,12 @@ def targets(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
     row("suite runtime (this machine)", "< 25 min incl. setup", f"{doc.get('runtime_seconds', 0) / 60:.1f} min (bench only)",
         doc.get("runtime_seconds", 0) < 1500)
     return rows
+
+
+def memory_guard(doc: Mapping[str, Any]) -> list[str]:
+    """The peak-RSS targets a run missed: ``python -m bench`` fails when there is one."""
+    return [f"{t['name']}: {t['measured']} (target {t['target']})" for t in doc.get("targets") or targets(doc)
+            if "peak RSS" in t["name"] and t["met"] is False]
 
 
 def _verdict(met: bool | None) -> str:

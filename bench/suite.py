@@ -37,7 +37,7 @@ from bench.measure import CpuMeter, FlipSample, summary_ms
 from bench.procs import Proc, Processes, shown_command
 from bench.world import Fleet, World, subscription_id
 
-SCENARIOS = ("reaction", "completion", "bulk", "footprint", "burst", "compare", "scale", "census", "money")
+SCENARIOS = ("reaction", "completion", "bulk", "footprint", "burst", "compare", "scale", "adoption", "census", "money")
 # "money" is bench/money.py (no processes): python -m bench runs it after the suite, into the same report.
 RELAXED_PER_VM = ("UpdateVMResource=1000000/1000000", "DeleteVMResource=1000000/1000000")
 RELAXED_WRITES = ("SubscriptionWrites=1000000/1000000",)
@@ -63,13 +63,16 @@ class Plan:
     scale_reaction_flips: int = 200
     scale_resync: float | None = None  # None: the operator's default (60 s)
     census_gpuvms: int = 300  # tracemalloc in one process with the emulator and simulator: 1,000 take >5 min here
+    # World A (bench/adoption.py), on the real control plane only: (settled GpuVms, GpuVms applied at once)
+    adoption_added: tuple[int, int] = (5000, 5000)
     quick: bool = False
 
 
 FULL = Plan()
 QUICK = Plan(flips=20, fleet_sizes=(10, 30, 100), page_size=10, resync=5.0, window=12.0, burst_n=100,
              burst_start=10.0, burst_sends_timeout=60.0, burst_a_wait_ready=True, burst_a_head_start=3.0,
-             compare_n=10, scale_sizes=(300,), scale_reaction_flips=20, scale_resync=5.0, census_gpuvms=100, quick=True)
+             compare_n=10, scale_sizes=(300,), scale_reaction_flips=20, scale_resync=5.0, census_gpuvms=100,
+             adoption_added=(100, 100), quick=True)
 
 
 @dataclass
@@ -372,19 +375,48 @@ async def burst_a(bw: BurstWorld, procs: Processes, plan: Plan, results: Results
 # ---- world S: scale (bench/scale.py), and the memory census ----------------------------------------
 
 
-async def scale_worlds(procs: Processes, plan: Plan, results: Results, opened: list[World]) -> None:
-    """World S for each size in turn, alone on the machine (cold start and reaction are CPU-bound)."""
+def real_control_plane(results: Results) -> bool:
+    """Whether the real control plane's binaries are there (``$GPUVM_KUBE_ASSETS``); says so when not."""
+    from testbed.controlplane import AssetsMissing, assets
+
+    try:
+        assets()
+    except AssetsMissing as e:
+        results.data["real_control_plane"] = {"available": False, "reason": str(e)}
+        _say(f"the worlds on the real control plane are skipped: {e}")
+        return False
+    results.data["real_control_plane"] = {"available": True}
+    return True
+
+
+async def scale_worlds(procs: Processes, plan: Plan, results: Results, opened: list[World], *, real: bool) -> None:
+    """World S for each size in turn, on the emulator and (``real``) on the real control plane,
+    alone on the machine (cold start and reaction are CPU-bound)."""
     from bench import scale
 
     out = results.data.setdefault("scale", [])
     for n in plan.scale_sizes:
-        splan = scale.ScalePlan(n, page_size=100, window=plan.window, resync=plan.scale_resync,
-                                reaction_flips=min(plan.scale_reaction_flips, n // 3), flips=min(100, n // 3))
-        data, cpu = await scale.run(procs, splan, opened=opened)
-        results.commands[f"world S (scale, {n:,} GpuVms)"] = data.pop("commands")
-        results.setup[f"world S: create {n:,} GpuVms as kubectl apply does"] = data["create_seconds"]
-        results.cpu.update(cpu)
-        out.append(data)
+        for on_real in (False, True) if real else (False,):
+            splan = scale.ScalePlan(n, page_size=100, window=plan.window, resync=plan.scale_resync,
+                                    reaction_flips=min(plan.scale_reaction_flips, n // 3), flips=min(100, n // 3))
+            data, cpu = await scale.run(procs, splan, opened=opened, real=on_real)
+            where = data["api_server"]
+            results.commands[f"world S (scale, {n:,} GpuVms, {where})"] = data.pop("commands")
+            results.setup[f"world S: create {n:,} GpuVms as kubectl apply does ({where})"] = data["create_seconds"]
+            results.cpu.update(cpu)
+            out.append(data)
+
+
+async def adoption_world(procs: Processes, plan: Plan, results: Results, opened: list[World]) -> None:
+    """World A (bench/adoption.py): GpuVms applied at once while others are settled, on the real control plane."""
+    from bench import adoption
+
+    settled, added = plan.adoption_added
+    aplan = adoption.AdoptionPlan(settled, added=added, peak_mib=None if plan.quick else adoption.PEAK_MIB)
+    data = await adoption.run(procs, aplan, real=True, opened=opened)
+    results.commands[f"world A ({added:,} applied while {settled:,} settled, {data['api_server']})"] = [data.pop("command")]
+    data["targets_plan"] = asdict(aplan)
+    results.data["adoption"] = data
 
 
 async def census(plan: Plan, results: Results, workdir: Path) -> None:
@@ -463,8 +495,11 @@ async def run(plan: Plan, wanted: set[str], workdir: Path) -> Results:
                 procs.stop(proc)
             if "census" in wanted:
                 await census(plan, results, workdir)
+            real = bool(wanted & {"scale", "adoption"}) and real_control_plane(results)
             if "scale" in wanted:
-                await scale_worlds(procs, plan, results, opened)
+                await scale_worlds(procs, plan, results, opened, real=real)
+            if "adoption" in wanted and real:
+                await adoption_world(procs, plan, results, opened)
         finally:
             for world in reversed(opened):  # the Processes context stops every process after this
                 await world.close()

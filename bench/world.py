@@ -8,6 +8,7 @@ GpuVms and waits, through one watch, for them to settle.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +18,17 @@ from typing import Any
 import yaml
 
 from bench.clients import Key, KubeApi, SimAdmin, Tracker, Watcher, converged, gather_limited, settled
-from bench.procs import Emulator, Operator, Processes, Simulator, start_emulator, start_operator, start_simulator
+from bench.procs import (
+    Emulator,
+    Operator,
+    Processes,
+    RealKube,
+    Simulator,
+    start_emulator,
+    start_operator,
+    start_real_kube,
+    start_simulator,
+)
 from testbed.azuresim.model import vm_resource_id
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,17 +106,20 @@ class Side:
 @dataclass
 class World:
     procs: Processes
-    emulator: Emulator
+    emulator: Emulator | RealKube  # the Kubernetes side: the emulator, or the real control plane
     api: KubeApi
     watcher: Watcher
     sides: dict[str, Side] = field(default_factory=dict)
     closed: bool = False
 
     @classmethod
-    async def start(cls, procs: Processes, *, name: str = "kube-emulator", opened: list["World"] | None = None) -> "World":
-        """Start the emulator and watch it; ``opened`` collects worlds for whoever must close them."""
-        emulator = start_emulator(procs, crds=CRDS, name=name)
-        api = KubeApi(emulator.url)
+    async def start(cls, procs: Processes, *, name: str = "kube-emulator", opened: list["World"] | None = None,
+                    real: bool = False) -> "World":
+        """Start the emulator (``real``: the real control plane, from ``$GPUVM_KUBE_ASSETS``) and
+        watch it; ``opened`` collects worlds for whoever must close them."""
+        emulator = (await asyncio.to_thread(start_real_kube, procs, crds=CRDS, name=name) if real
+                    else start_emulator(procs, crds=CRDS, name=name))
+        api = KubeApi(emulator.url, ssl_context=emulator.ssl_context)
         world = cls(procs, emulator, api, Watcher(api))
         if opened is not None:
             opened.append(world)
@@ -172,6 +186,10 @@ class World:
         finally:
             self.watcher.untrack(tracker)
 
+    @property
+    def real(self) -> bool:
+        return isinstance(self.emulator, RealKube)
+
     async def close(self) -> None:
         if self.closed:
             return
@@ -180,3 +198,5 @@ class World:
         await self.api.close()
         for admin in {id(side.admin): side.admin for side in self.sides.values()}.values():
             await admin.close()
+        if isinstance(self.emulator, RealKube):
+            await asyncio.to_thread(self.emulator.stop, self.procs)

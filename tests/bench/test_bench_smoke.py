@@ -164,8 +164,14 @@ async def test_scale_world_on_a_tiny_fleet(tmp_path: Path) -> None:
     assert sum(f["metrics"]["reads"].values()) >= 1
     assert set(cpu) == {f"scale 12: {p}" for p in ("first adoption", "cold start", "settled window", "reaction",
                                                          "4 flips at once")}
+    adoption = s["adoption"]
+    assert adoption["operator_hwm_rss_mib"] >= adoption["operator_peak_rss_mib"] > 30  # sampled every 0.25 s
+    # No line per handled watch event (three per GpuVm in a first adoption): what is logged is per operator.
+    assert 0 < adoption["log_lines"] < 12, adoption["log_lines"]
     rows = scale.targets(s)
-    assert len(rows) == 10 and rows[0].met is None  # no RSS target for 12 GpuVms
+    assert [r.what for r in rows[:3]] == ["first adoption: peak RSS (sampled every 0.25 s)",
+                                          "first adoption: operator start -> all Ready", "first adoption: log lines"]
+    assert len(rows) == 13 and all(r.met is None for r in rows[:4])  # no adoption or RSS target for 12 on the emulator
     document = {
         "invocation": "pytest", "started": "now", "runtime_seconds": 1.0, "machine": report.machine(),
         "plan": {**suite.QUICK.__dict__}, "scenarios": ["scale"], "results": {"scale": [s]},
@@ -174,4 +180,6 @@ async def test_scale_world_on_a_tiny_fleet(tmp_path: Path) -> None:
     document["targets"] = report.targets(document)
     text = report.markdown(document)
     assert "of which the emulator's watch delivery" in text
-    assert "### Scale (world S): 12 GpuVms" in text and "| 12 | " in text and "scale 12: reaction: p99" in text
+    assert "### Scale (world S): 12 GpuVms" in text and "| 12 (emulator) | " in text
+    assert "scale 12 (emulator): reaction: p99" in text
+    assert "### First adoption: the emulator and the real API server" in text and "| 12 | emulator | " in text

@@ -499,6 +499,9 @@ def run_demo(*, timeout: float, out: TextIO, live: bool) -> int:
     handler = logging.FileHandler(log_file)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
+    # The levels it changes go back when it ends: run in a test process, the demo left the Azure
+    # SDK's request logging off for every test after it (test_secrets checks what that logs).
+    levels = {name: logging.getLogger(name).level for name in ("", "azure", "urllib3", "aiohttp.access")}
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     for noisy in ("azure", "urllib3", "aiohttp.access"):
@@ -562,6 +565,8 @@ def run_demo(*, timeout: float, out: TextIO, live: bool) -> int:
             world.close()
         root.removeHandler(handler)
         handler.close()
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def _note_lines(world: DemoWorld, screen: Screen) -> None:

@@ -40,7 +40,8 @@ def everything_written(cluster: Cluster, names: list[str]) -> str:
 def test_tokens_and_secrets_stay_out_of_logs_status_and_events(
     cluster: Cluster, azure: Azure, start_operator, operator_flags, caplog, monkeypatch
 ) -> None:
-    caplog.set_level(logging.DEBUG)  # everything, the Azure SDK's HTTP logging included
+    caplog.set_level(logging.DEBUG)  # everything, the Azure SDK's HTTP logging included ...
+    caplog.set_level(logging.DEBUG, logger="azure")  # ... even if something before set its loggers' own levels
     # 1. A working bearer token, through every kind of call and failure.
     first = start_operator(["--cluster-name", "aks-test"])
     azure.fault("op=start vm=vm-3 error=AllocationFailed times=1")

@@ -152,6 +152,15 @@ def table_rows(objects: Sequence[Mapping[str, Any]], *, now: dt.datetime | None 
     return rows
 
 
+def owned_by(claims: Sequence[Mapping[str, Any]], pod: Mapping[str, Any] | None) -> list[str]:
+    """The names of the claims ``pod`` owns (the wrapper in a Pod makes it their owner)."""
+    if pod is None:
+        return []
+    uid = pod["metadata"]["uid"]
+    return sorted(c["metadata"]["name"] for c in claims
+                  if any(o.get("uid") == uid for o in c["metadata"].get("ownerReferences") or []))
+
+
 def claim_rows(claims: Sequence[Mapping[str, Any]]) -> list[tuple[str, ...]]:
     """GpuVmClaims as ``kubectl get gvmc`` shows them (without AGE)."""
     rows = []
@@ -290,6 +299,10 @@ class SharedStory(Story):
 
     steps = 4
 
+    def __init__(self, world: DemoWorld) -> None:
+        super().__init__(world)
+        self.eval_claims: set[str] = set()  # the claims eval's Pod was seen to own
+
     def advance(self, m: Moment) -> None:
         w = self.world
         if self.step == 0 and m.at("a100-shared", "Deallocated"):
@@ -299,8 +312,21 @@ class SharedStory(Story):
             w.jobs["train"] = w.job("train", "a100-shared", pod=w.pod("train-x7p2m"),
                                     work="import time; print('training ...'); time.sleep(600)")
             self.step = 1
-        elif self.step == 1 and w.jobs["eval"].exit_code is not None:
-            w.say(f"eval: finished ({w.jobs['eval'].ended()}); its wrapper deleted its claim")
+        elif self.step == 1:
+            eval_job = w.jobs["eval"]
+            self.eval_claims.update(owned_by(m.claims, eval_job.pod))  # while it works, it holds one
+            if eval_job.exit_code is None:
+                return
+            # Said only once checked: read now (this tick's claims may predate the exit), the claim
+            # the wrapper held while eval worked is gone.
+            left = owned_by(w.claims(), eval_job.pod)
+            if not self.eval_claims:
+                w.problem(f"eval: finished ({eval_job.ended()}) without ever holding a claim")
+            elif left:
+                w.problem(f"eval: finished ({eval_job.ended()}), but its claim {', '.join(left)} is still there: "
+                          "its wrapper did not delete it")
+            else:
+                w.say(f"eval: finished ({eval_job.ended()}); its wrapper deleted its claim")
             w.cluster.pod_phase("eval-5d8kq", "Succeeded")
             self.mark, self.step = m.now, 2
         elif (self.step == 2 and m.now - self.mark > 2 and m.at("a100-shared", "Running")
@@ -363,6 +389,7 @@ class DemoWorld:
         self.kubeconfig = write_kubeconfig(workdir / "job-kubeconfig", self.cluster.url)
         self.lines: queue.Queue[str] = queue.Queue()
         self.jobs: dict[str, Job] = {}
+        self.problems: list[str] = []
 
     def pod(self, name: str) -> dict[str, Any]:
         """A job's Pod (labelled as the examples label job pod templates); no kubelet runs it."""
@@ -374,6 +401,15 @@ class DemoWorld:
 
     def busy(self, vm: str) -> bool:
         return self.azure.snapshot(vm).operation is not None
+
+    def claims(self) -> list[dict[str, Any]]:
+        """The GpuVmClaims as they are now."""
+        return self.cluster.custom.list_namespaced_custom_object("gpuvm.dev", "v1alpha1", NAMESPACE, "gpuvmclaims")["items"]
+
+    def problem(self, text: str) -> None:
+        """Something the demo's story says did not happen: told, and the demo fails (exit 1)."""
+        self.problems.append(text)
+        self.say(f"PROBLEM: {text}")
 
     def close(self) -> None:
         for job in self.jobs.values():
@@ -463,6 +499,9 @@ def run_demo(*, timeout: float, out: TextIO, live: bool) -> int:
     handler = logging.FileHandler(log_file)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
+    # The levels it changes go back when it ends: run in a test process, the demo left the Azure
+    # SDK's request logging off for every test after it (test_secrets checks what that logs).
+    levels = {name: logging.getLogger(name).level for name in ("", "azure", "urllib3", "aiohttp.access")}
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     for noisy in ("azure", "urllib3", "aiohttp.access"):
@@ -496,7 +535,7 @@ def run_demo(*, timeout: float, out: TextIO, live: bool) -> int:
             deadline = started + timeout
             while time.monotonic() < deadline:
                 objects = cluster.objects()
-                claims = cluster.custom.list_namespaced_custom_object("gpuvm.dev", "v1alpha1", NAMESPACE, "gpuvmclaims")["items"]
+                claims = world.claims()
                 moment = Moment(objects, claims, time.monotonic())
                 for story in stories:
                     story.advance(moment)
@@ -517,13 +556,17 @@ def run_demo(*, timeout: float, out: TextIO, live: bool) -> int:
             _note_lines(world, screen)
             _summary(out, cluster=cluster, azure=azure, world=world, metrics_port=metrics_port,
                      elapsed=time.monotonic() - started, converged=converged, timeout=timeout)
+            for problem in world.problems:
+                print(f"PROBLEM: {problem}", file=out)
             checked = _check(out, flags, live=live)
-        return 0 if converged and checked else 1
+        return 0 if converged and checked and not world.problems else 1
     finally:
         if world is not None:
             world.close()
         root.removeHandler(handler)
         handler.close()
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def _note_lines(world: DemoWorld, screen: Screen) -> None:

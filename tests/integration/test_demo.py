@@ -19,10 +19,13 @@ def test_demo_converges() -> None:
     assert "  a100-trainer   Running      last: Start Succeeded (Spec)" in summary
     assert "  t4-notebook    Deallocated  last: Deallocate Succeeded (Drift)" in summary
     assert "  a10-inference  Deallocated  last: Deallocate Succeeded (Spec)" in summary
-    # Two jobs share a100-shared: eval finished (its wrapper deleted its claim) while train still
-    # held the VM, which only went off once train's claim was released by its failed Pod and the
-    # idle timeout, announced by a DeallocationScheduled Event, had passed.
+    # Two jobs share a100-shared: eval finished (its wrapper deleted its claim: the demo says so
+    # only once it has read that the claim eval's Pod held is gone, and fails otherwise) while
+    # train still held the VM, which only went off once train's claim was released by its failed
+    # Pod and the idle timeout, announced by a DeallocationScheduled Event, had passed.
     finished = text.index("eval: finished (exit 0); its wrapper deleted its claim")
+    assert "PROBLEM" not in text
+    assert not re.search(r"claim eval-5d8kq-\w+ of a100-shared", summary), "eval's claim is left"
     assert text.index("a100-shared stays up for train (CLAIMS 1); then train is OOM-killed", finished)
     assert re.search(r"claim train-x7p2m-\w+ \(a100-shared\): Released, OwnerFinished: owner Pod train-x7p2m has "
                      r"finished \(phase Failed\)", text)

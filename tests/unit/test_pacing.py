@@ -1,4 +1,10 @@
-"""The subscription's request budget: buckets, fair turns, the in-flight cap, 429 pauses."""
+"""The subscription's request budget: buckets, fair turns, the in-flight cap, 429 pauses.
+
+The gate's lanes are driven by a fake clock handed to the gate, tokens granted one at a time; the
+pacer's timers (Retry-After pauses, write tokens) run on a virtual-time loop
+(tests/virtual_time.py), where a pause of 0.05 s is checked to end at 0.05 s exactly, and a window
+in which nothing may be granted is one every runnable task has run through, on any machine.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +24,13 @@ from controller.pacing import (
     current_reading,
     reading,
 )
-from testbed.sandbox import until
+from tests.virtual_time import virtual_time
+
+QUIET = 60.0  # a window in which nothing may happen: longer than any timer of the test
+
+
+def now() -> float:
+    return asyncio.get_running_loop().time()
 
 
 class Clock:
@@ -171,16 +183,19 @@ async def test_lanes_come_from_the_reading_context() -> None:
     assert current_reading(Kind.LIST) == (Lane.REACTION, "list")
 
 
+@virtual_time
 async def test_throttling_pauses_the_kind_for_retry_after() -> None:
-    pacer = SubscriptionPacer(PacingSettings(share=0))
-    loop = asyncio.get_running_loop()
+    pacer = SubscriptionPacer(PacingSettings(share=0))  # its clock: the loop's (virtual) time
+    start = now()
     pacer.throttled(Kind.READ, 0.05)
-    await asyncio.wait_for(pacer.take(Kind.WRITE), 1)  # another kind is not paused
-    start = loop.time()
+    await asyncio.wait_for(pacer.take(Kind.WRITE), 1)
+    assert now() == start  # another kind is not paused
     await asyncio.wait_for(pacer.take(Kind.READ), 5)
-    assert loop.time() - start >= 0.045
+    assert now() - start == pytest.approx(0.05, abs=1e-9)  # not before Retry-After has passed, nor later
+    start = now()
     pacer.throttled(Kind.LIST, None)  # no Retry-After: one second
-    assert pacer._gates[Kind.LIST].paused_until == pytest.approx(loop.time() + 1.0, abs=0.05)
+    await asyncio.wait_for(pacer.take(Kind.LIST), 5)
+    assert now() - start == pytest.approx(1.0, abs=1e-9)
 
 
 async def test_operations_take_turns_by_namespace() -> None:
@@ -201,6 +216,7 @@ async def test_operations_take_turns_by_namespace() -> None:
     assert pacer.in_flight == 0 and pacer.operations_waiting == 0
 
 
+@virtual_time
 async def test_in_flight_cap_holds_the_rest() -> None:
     pacer = SubscriptionPacer(PacingSettings(share=0, max_in_flight=2))
     granted: list[int] = []
@@ -210,55 +226,53 @@ async def test_in_flight_cap_holds_the_rest() -> None:
         granted.append(i)
 
     tasks = [asyncio.create_task(operate(i)) for i in range(5)]
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(QUIET)
     assert granted == [0, 1] and pacer.in_flight == 2 and pacer.operations_waiting == 3
     pacer.release()
-    await asyncio.sleep(0.01)
-    assert granted == [0, 1, 2] and pacer.in_flight == 2
+    await asyncio.sleep(QUIET)
+    assert granted == [0, 1, 2] and pacer.in_flight == 2  # one released, one more granted, no more
     pacer.release()
     pacer.release()
     await asyncio.wait_for(asyncio.gather(*tasks), 5)
     assert granted == [0, 1, 2, 3, 4]
 
 
+@virtual_time
 async def test_write_tokens_pace_operations() -> None:
-    # The pacer's clock is ours: under load a wall-clock bound on "at once" would not hold.
-    clock = Clock()
-    pacer = SubscriptionPacer(PacingSettings(rates=((Kind.WRITE, Rate(burst=2, per_second=50)),)), clock=clock)
-    granted: list[int] = []
+    """A burst of two, then one per 1/50 s: each operation is granted when its token is there,
+    never before (the pacer's pump runs meanwhile), and at most the pump's 1 ms step later."""
+    pacer = SubscriptionPacer(PacingSettings(rates=((Kind.WRITE, Rate(burst=2, per_second=50)),)))
+    start = now()
+    granted: list[float] = []
 
-    async def operate(i: int) -> None:
+    async def operate() -> None:
         await pacer.acquire_operation("ns")
-        granted.append(i)
+        granted.append(now() - start)
         pacer.release()
 
-    tasks = [asyncio.create_task(operate(i)) for i in range(4)]
-    await until(lambda: len(granted) == 2, 30.0, interval=0.005)  # the burst, with no time passing
-    await asyncio.sleep(0.05)  # the pacer's pump runs meanwhile: it must not grant without tokens
-    assert granted == [0, 1] and pacer.operations_waiting == 2
-    clock.now += 0.021  # then one per 1/50 s (a hair more: float sums)
-    await until(lambda: len(granted) == 3, 30.0, interval=0.005)
-    assert pacer.operations_waiting == 1
-    clock.now += 0.021
-    await asyncio.wait_for(asyncio.gather(*tasks), 30)
-    assert granted == [0, 1, 2, 3]
+    await asyncio.wait_for(asyncio.gather(*(operate() for _ in range(4))), 5)
+    tokens = [0.0, 0.0, 0.02, 0.04]
+    assert all(t - 1e-9 <= g for g, t in zip(granted, tokens)), granted  # none without a token
+    assert granted == pytest.approx(tokens, abs=0.0011), granted
 
 
+@virtual_time
 async def test_a_throttled_write_pauses_queued_operations() -> None:
     pacer = SubscriptionPacer(PacingSettings(share=0, max_in_flight=10))
-    loop = asyncio.get_running_loop()
+    start = now()
     pacer.throttled(Kind.WRITE, 0.1)
-    start = loop.time()
     await asyncio.wait_for(pacer.acquire_operation("ns"), 5)
-    assert loop.time() - start >= 0.09
+    assert 0.1 - 1e-9 <= now() - start <= 0.1011  # Retry-After, and at most the pump's 1 ms step more
 
 
+@virtual_time
 async def test_a_cancelled_waiter_gives_its_turn_away() -> None:
     pacer = SubscriptionPacer(PacingSettings(share=0, max_in_flight=1))
     await pacer.acquire_operation("ns")
     waiter = asyncio.create_task(pacer.acquire_operation("ns"))
     other = asyncio.create_task(pacer.acquire_operation("other"))
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(QUIET)
+    assert not waiter.done() and not other.done() and pacer.operations_waiting == 2  # the cap holds
     waiter.cancel()
     pacer.release()
     await asyncio.wait_for(other, 5)

@@ -141,6 +141,7 @@ class ControlPlane:
         self.kcm_port = _free_port()
         self.url = f"https://127.0.0.1:{self.api_port}"
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._args: dict[str, tuple[str, ...]] = {}
         if self.with_controller_manager and CONTROLLER_MANAGER not in self.binaries:
             raise AssetsMissing(f"no {CONTROLLER_MANAGER} among the assets: ownerReference garbage collection "
                                 "and ServiceAccounts need it")
@@ -202,6 +203,7 @@ class ControlPlane:
 
     def _spawn(self, name: str, *args: str) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
+        self._args[name] = args
         log = (self.logs / f"{name}.log").open("ab")
         self._procs[name] = subprocess.Popen(
             [str(self.binaries[name]), *args], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -290,22 +292,40 @@ class ControlPlane:
                         lambda: self._get(f"{self.url}/api/v1/namespaces/default/serviceaccounts/default")[0] == 200, 60)
         return self
 
+    def restart_apiserver(self, *, grace: float = 5.0, timeout: float = 180.0) -> None:
+        """Stop kube-apiserver and start it again with the same flags, etcd untouched, as a rolling
+        upgrade of a control plane does; returns once it is ready. Its watch cache starts afresh at
+        etcd's current revision, so a client resuming a watch from an older resourceVersion of a
+        resource gets ``410 Gone`` (the way an operator meets it on a real cluster).
+
+        SIGTERM makes it stop listening at once; while clients hold watches open it does not exit,
+        so after ``grace`` seconds it is killed, as the kubelet does after a pod's grace period."""
+        self._terminate(self._procs.pop("kube-apiserver"), grace=grace)
+        self._spawn("kube-apiserver", *self._args["kube-apiserver"])
+        self._await("kube-apiserver", lambda: self._get(f"{self.url}/readyz")[1] == b"ok", timeout)
+
     def pid(self, name: str) -> int:
         return self._procs[name].pid
+
+    @staticmethod
+    def _terminate(proc: subprocess.Popen[bytes], *, grace: float = 15.0) -> None:
+        """SIGTERM, and SIGKILL if it has not exited ``grace`` seconds later."""
+        if proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)
 
     def stop(self) -> None:
         """Stop what was started, the controller manager first and etcd last."""
         for name in (CONTROLLER_MANAGER, "kube-apiserver", "etcd"):
             proc = self._procs.pop(name, None)
-            if proc is None or proc.poll() is not None:
-                continue
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=15)
+            if proc is not None:
+                self._terminate(proc)
 
     def __enter__(self) -> "ControlPlane":
         return self.start()

@@ -133,6 +133,7 @@ class Outcome:
     ok: bool
     message: str = ""
     error: bool = False
+    from_expression: bool = False  # the message is messageExpression's
 
 
 def evaluate(rule: Rule, self_value: Any, old_value: Any, *, has_old: bool) -> Outcome | None:
@@ -154,7 +155,7 @@ def evaluate(rule: Rule, self_value: Any, old_value: Any, *, has_old: bool) -> O
         try:
             msg = rule.message_program.evaluate(activation)
             if isinstance(msg, (str, celtypes.StringType)) and str(msg).strip() and "\n" not in str(msg):
-                return Outcome(False, str(msg))
+                return Outcome(False, str(msg), from_expression=True)
         except Exception:
             pass
     if rule.message:

@@ -38,6 +38,13 @@ class _Omit:
 OMIT = _Omit()
 
 
+class _Nil:
+    """A Go nil value: field.Error prints it as a bare ``null``."""
+
+
+NIL = _Nil()
+
+
 def go_float(x: float) -> str:
     """Go's ``%v`` of a float64 (``3`` not ``3.0``, ``1e+21`` for large ones)."""
     if math.isfinite(x) and x == int(x) and abs(x) < 1e21:
@@ -59,6 +66,8 @@ def go_value(value: Any) -> str:
     """How field.Error prints a bad value: simple types plainly, strings quoted, the rest %#v."""
     if value is None:
         return go_quote("null")
+    if value is NIL:
+        return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
@@ -188,7 +197,7 @@ class Target:
         return f"{self.kind}.{self.group}" if self.group else self.kind
 
     def details(self, name: str, **extra: Any) -> dict[str, Any]:
-        d: dict[str, Any] = {"name": name}
+        d: dict[str, Any] = {"name": name} if name else {}  # StatusDetails.Name is omitempty
         if self.group:
             d["group"] = self.group
         d["kind"] = self.resource
@@ -226,7 +235,7 @@ def invalid_object(t: Target, name: str, errors: list[FieldError]) -> ApiError:
         message = f"{t.qualified_kind} {go_quote(name)} is invalid: {seen[0]}"
     else:
         message = f"{t.qualified_kind} {go_quote(name)} is invalid: [{', '.join(seen)}]"
-    details: dict[str, Any] = {"name": name}
+    details: dict[str, Any] = {"name": name} if name else {}  # StatusDetails.Name is omitempty
     if t.group:
         details["group"] = t.group
     details["kind"] = t.kind

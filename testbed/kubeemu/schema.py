@@ -23,6 +23,8 @@ from controller.gpuvm import json_type
 
 from . import cel
 from .errors import (
+    NIL,
+    OMIT,
     FieldError,
     duplicate,
     forbidden,
@@ -149,6 +151,11 @@ class StructuralSchema:
                 _validate(body[key], self.raw["additionalProperties"], key, errors)
         return errors
 
+    @property
+    def has_rules(self) -> bool:
+        """Whether any node carries x-kubernetes-validations (the apiserver builds a CEL validator only then)."""
+        return bool(self._rules)
+
     def validate_rules(self, obj: dict[str, Any], old: dict[str, Any] | None) -> list[FieldError]:
         """Evaluate x-kubernetes-validations everywhere, with oldSelf correlated by field."""
         errors: list[FieldError] = []
@@ -172,7 +179,7 @@ class StructuralSchema:
                 outcome = cel.evaluate(rule, self_v, old_v, has_old=has_old)
                 if outcome is None or outcome.ok:
                     continue
-                _cel_failure(rule, outcome, schema, path, errors)
+                _cel_failure(rule, outcome, schema, path, errors, value)
         if isinstance(value, dict):
             props = schema.get("properties") or {}
             addl = schema.get("additionalProperties")
@@ -202,11 +209,15 @@ def _list_key(item: Any, list_type: str | None, keys: list[str]) -> str:
     return json.dumps(item, sort_keys=True)
 
 
-def _cel_failure(rule: cel.Rule, outcome: cel.Outcome, schema: dict[str, Any], path: str, errors: list[FieldError]) -> None:
+def _cel_failure(rule: cel.Rule, outcome: cel.Outcome, schema: dict[str, Any], path: str, errors: list[FieldError],
+                 value: Any) -> None:
     type_name = schema.get("type", "")
     if outcome.error:
         errors.append(invalid(path, type_name, outcome.message))
         return
+    # v1.36 (fieldErrorForReason): the value of self, except for objects and lists, and except when
+    # the message came from messageExpression (expected to embed the value if it wants it).
+    shown = OMIT if isinstance(value, (dict, list)) or outcome.from_expression else value
     where = path
     if rule.field_path:
         where = _join(path, rule.field_path.lstrip("."))
@@ -215,9 +226,9 @@ def _cel_failure(rule: cel.Rule, outcome: cel.Outcome, schema: dict[str, Any], p
     elif rule.reason == "FieldValueRequired":
         errors.append(required(where, outcome.message))
     elif rule.reason == "FieldValueDuplicate":
-        errors.append(duplicate(where, type_name))
+        errors.append(duplicate(where, shown))
     else:
-        errors.append(invalid(where, type_name, outcome.message))
+        errors.append(invalid(where, shown, outcome.message))
 
 
 def _prune(value: Any, schema: dict[str, Any], path: str, pruned: list[str]) -> None:
@@ -329,11 +340,13 @@ def _json_eq(a: Any, b: Any) -> bool:
 
 
 def _validate_string(value: str, schema: dict[str, Any], path: str, errors: list[FieldError]) -> None:
+    # kube-openapi's string validator stops at its first failure (maxLength, minLength, pattern);
+    # format is a validator of its own and is checked as well.
     if "maxLength" in schema and len(value) > schema["maxLength"]:
         errors.append(too_long(path, value, int(schema["maxLength"])))
-    if "minLength" in schema and len(value) < schema["minLength"]:
+    elif "minLength" in schema and len(value) < schema["minLength"]:
         errors.append(invalid(path, value, f"{path} in body should be at least {schema['minLength']} chars long"))
-    if "pattern" in schema and not re.search(schema["pattern"], value):
+    elif "pattern" in schema and not re.search(schema["pattern"], value):
         errors.append(invalid(path, value, f"{path} in body should match '{schema['pattern']}'"))
     fmt = schema.get("format")
     if fmt and schema.get("type") == "string" and not _format_ok(fmt, value):
@@ -473,3 +486,20 @@ def _format_ok(fmt: str, value: str) -> bool:
 
 
 __all__ = ["StructuralSchema", "OBJECT_META_FIELDS"]
+
+
+# Errors after which the apiserver does not evaluate CEL rules (hasBlockingErr in
+# apiextensions-apiserver's customresource strategy): the rules could see a value of the wrong
+# type or shape. Other errors (pattern, minimum, minLength, ...) do not keep the rules from running.
+BLOCKING = frozenset({"FieldValueNotSupported", "FieldValueRequired", "FieldValueTooLong", "FieldValueTooMany",
+                      "FieldValueTypeInvalid"})
+RULES_NOT_CHECKED = ("some validation rules were not checked because the object was invalid; "
+                     "correct the existing errors to complete validation")
+
+
+def rules_after(errors: list[FieldError]) -> FieldError | None:
+    """The apiserver's note that CEL rules were skipped (field ``<nil>``, value null), or None
+    when ``errors`` hold no blocking error and the rules are to be evaluated."""
+    if any(e.type in BLOCKING for e in errors):
+        return FieldError("FieldValueInvalid", "<nil>", NIL, RULES_NOT_CHECKED)
+    return None

@@ -38,6 +38,7 @@ from .resources import (
     default_crd,
     resources_from_crd,
 )
+from .schema import rules_after
 from .selectors import Matcher
 from .watch import Change, WatchHub
 
@@ -246,7 +247,7 @@ class Store:
         """What decoding does to a custom resource: prune unknown fields, apply defaults. Returns warnings."""
         warnings: list[str] = []
         if info.custom and info.schema is not None:
-            pruned = info.schema.prune(obj)
+            pruned = sorted(info.schema.prune(obj))  # the apiserver reports them sorted
             if pruned:
                 if field_validation == "Strict":
                     unknown = ", ".join(f'unknown field "{p}"' for p in pruned)
@@ -275,8 +276,9 @@ class Store:
         if info.custom and info.schema is not None:
             schema_errs = info.schema.validate(obj)
             errs += schema_errs
-            if not schema_errs:
-                errs += info.schema.validate_rules(obj, old)
+            if info.schema.has_rules:
+                note = rules_after(errs)
+                errs += [note] if note is not None else info.schema.validate_rules(obj, old)
         if info.key == "/pods":
             errs += pods.problems(obj, old, subresource=subresource)
         if info.key == f"{CRD_GROUP}/customresourcedefinitions":

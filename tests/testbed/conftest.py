@@ -31,6 +31,10 @@ DATA = Path(__file__).parent / "data"
 ROOT = Path(__file__).parents[2]
 KUBEEMU_CRDS = [DATA / "kubeemu-widgets.yaml"]
 PROJECT_CRDS = crd_files(ROOT / "deploy" / "crds") + crd_files(ROOT / "deploy" / "crds" / "kopf-peering")
+# The cause kube-apiserver adds (field "<nil>") when a blocking schema error (enum, required, type,
+# too long, too many) kept a CRD's CEL rules from running; tests/realkube checks the text on a real one.
+NOT_CHECKED = ("Invalid value: null: some validation rules were not checked because the object was invalid; "
+               "correct the existing errors to complete validation")
 
 
 @pytest.fixture

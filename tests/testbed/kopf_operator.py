@@ -72,6 +72,14 @@ def running_operator(url: str, *, error_backoff: float | None = None) -> Iterato
     def deleted(spec: Any, **_: Any) -> None:
         rec.add("delete", None, spec.get("replicas"))
 
+    with kopf_in_thread(registry):
+        yield rec
+
+
+@contextlib.contextmanager
+def kopf_in_thread(registry: kopf.OperatorRegistry, *, timeout: float = 20.0) -> Iterator[None]:
+    """kopf.operator for ``registry`` (standalone, cluster-wide) in a thread of its own, ready
+    within ``timeout`` seconds, and stopped within as many when the block ends."""
     ready, stop = threading.Event(), threading.Event()
 
     def run() -> None:
@@ -80,11 +88,11 @@ def running_operator(url: str, *, error_backoff: float | None = None) -> Iterato
     thread = threading.Thread(target=run, name="kopf", daemon=True)
     thread.start()
     try:
-        assert ready.wait(20), "kopf did not become ready"
-        yield rec
+        assert ready.wait(timeout), "kopf did not become ready"
+        yield
     finally:
         stop.set()
-        thread.join(20)
+        thread.join(timeout)
         assert not thread.is_alive(), "kopf did not stop"
 
 

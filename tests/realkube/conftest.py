@@ -21,6 +21,8 @@ import pytest
 from kubernetes import client, config
 
 from testbed.controlplane import ENV, AssetsMissing, ControlPlane, assets
+from testbed.realcluster import audit_flags
+from tests.realkube.operated import cluster, world_factory  # noqa: F401 - fixtures for the operator's tests
 
 ROOT = Path(__file__).parents[2]
 
@@ -37,7 +39,9 @@ def _assets_or_skip() -> None:
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     _assets_or_skip()
-    plane = ControlPlane(tmp_path_factory.mktemp("control-plane"))
+    workdir = tmp_path_factory.mktemp("control-plane")
+    # The audit log shows what each ServiceAccount under test asked for and was answered.
+    plane = ControlPlane(workdir, extra_apiserver_flags=audit_flags(workdir / "audit"))
     try:
         plane.start()
     except BaseException:

@@ -30,7 +30,7 @@ from testbed.azuresim import SimulatorConfig
 from testbed.controlplane import ControlPlane
 from testbed.kubeemu.access import Access
 from testbed.realcluster import audited, role_binding, service_account, service_account_token
-from testbed.sandbox import Cluster, OperatorRunner, wait_for
+from testbed.sandbox import Cluster, OperatorRunner, ready_of, wait_for
 from tests.deploy.conftest import denied, render, unused
 from tests.deploy.test_claimer_rbac import JOB, claimer_grants
 from tests.integration.conftest import FAST
@@ -44,7 +44,7 @@ STUCK_VM = "vm-stuck"
 @pytest.fixture(scope="module")
 def world(world_factory: Callable[..., World], admin_api: client.ApiClient) -> World:
     installed(admin_api, "default")
-    made = world_factory(vms=vms("vm-a100", "vm-job", "vm-gc", STUCK_VM),
+    made = world_factory(vms=vms("vm-a100", "vm-job", "vm-pod", "vm-gc", STUCK_VM),
                          simulator=SimulatorConfig(timings=FAST, retry_after=0.05))
     assert made.azure is not None
     # Azure never has capacity for this one: every start fails, the GpuVm never becomes Ready.
@@ -151,6 +151,38 @@ def test_a_job_as_gpuvm_claimer_gets_its_vm_from_the_real_operator_but_cannot_sw
             assert e.value.status == 403, f"{what}: {e.value.status} {e.value.reason}"
         assert custom.get_namespaced_custom_object(GROUP, VERSION, job.namespace, PLURAL, "a10")["spec"]["desiredState"] == "Auto"
     assert world.azure.power("vm-job") == "deallocated"
+
+
+def test_the_job_hears_when_its_claim_stops_counting(job: Job, world: World, tmp_path: Path) -> None:
+    """The job's Pod is reported Failed while the command still runs (the kubelet's report of an
+    OOM-killed container): the operator, through its watch of Pods labelled as claimants (list and
+    watch on pods, as its role allows), releases the claim and lets the VM go; the wrapper, as
+    the job, hears it on its claim's watch."""
+    assert world.azure is not None
+    gpuvm(job.admin, "pod-vm", "vm-pod", idleTimeout="0s")
+    pod = owner_pod(job.admin, "train-1", labels={"gpuvm.dev/claimant": "true"})
+    go_on = tmp_path / "go-on"
+    proc = subprocess.Popen([CLI, "claim", "pod-vm", "--", sys.executable, "-c",
+                             f"import os, time\nwhile not os.path.exists({str(go_on)!r}): time.sleep(0.05)"],
+                            env=job.env(POD_NAME="train-1", POD_UID=pod["metadata"]["uid"], POD_NAMESPACE=job.namespace),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        (held,) = wait_for(lambda: [c for c in job.claims() if (ready_of(c) or ("",))[0] == "True"], 60, interval=0.1,
+                           what="the job's claim Ready")
+        name = held["metadata"]["name"]
+        job.admin.pod_phase("train-1", "Failed")
+        wait_for(lambda: (job.admin.claim_ready(name) or ("",))[0] == "Released", 60, interval=0.1, what="the claim released")
+        wait_for(lambda: world.azure.power("vm-pod") == "deallocated", 60, interval=0.1,
+                 what="the VM off while the command still runs")
+        go_on.touch()
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert ("gpuvm-claim pod-vm: OwnerFinished: owner Pod train-1 has finished (phase Failed); "
+            "the claim no longer counts as demand") in err
+    wait_no_claims(job)
 
 
 # ------------------------------------------------------------------ gpuvm-claimer, enforced, compared with the requests

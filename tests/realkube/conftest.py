@@ -24,9 +24,11 @@ from kubernetes import client, config
 
 from testbed.controlplane import ENV, AssetsMissing, ControlPlane, assets
 from testbed.kubeemu import KubeEmulator
+from testbed.realcluster import audit_flags
 from testbed.sandbox import crd_files, wait_for, write_kubeconfig
 from testbed.serving import ServerThread
 from tests.realkube.endpoints import API, Answer, Endpoint, emulator_endpoint, kubectl, real_endpoint
+from tests.realkube.operated import cluster, world_factory  # noqa: F401 - fixtures for the operator's tests
 
 ROOT = Path(__file__).parents[2]
 
@@ -43,7 +45,9 @@ def _assets_or_skip() -> None:
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     _assets_or_skip()
-    plane = ControlPlane(tmp_path_factory.mktemp("control-plane"))
+    workdir = tmp_path_factory.mktemp("control-plane")
+    # The audit log shows what each ServiceAccount under test asked for and was answered.
+    plane = ControlPlane(workdir, extra_apiserver_flags=audit_flags(workdir / "audit"))
     try:
         plane.start()
     except BaseException:

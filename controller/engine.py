@@ -92,7 +92,7 @@ _QUIET_REASONS = frozenset({Reason.RECONCILED, Reason.STARTING, Reason.DEALLOCAT
 class StatusSink(Protocol):
     async def replace_status(self, namespace: str, name: str, status: Mapping[str, Any], *, plural: str = ...) -> Stored: ...
 
-    async def exists(self, namespace: str, name: str, uid: str) -> bool: ...
+    async def exists(self, namespace: str, name: str, uid: str | None) -> bool: ...
 
 
 # An owner Pod's phase by a GET, for owners the claimant watch does not cover (None: gone).
@@ -1066,6 +1066,12 @@ class Engine:
         gpuvm = self.tracked.get(c.gpuvm_key) if c.gpuvm_key is not None else None
         if gpuvm is None and not self.settings.all_claims:
             return None  # sharded: the operator driving its GpuVm answers it
+        if gpuvm is None and c.gpuvm_key is not None and await self._not_yet_announced(c.gpuvm_key):
+            # kopf hands GpuVms and claims over on separate watches, in no order: the GpuVm is
+            # stored, its event has not come yet (a first list still in kopf's queue, a list the
+            # API server answered 429 while a new CRD's storage initialised). GpuVmNotFound now
+            # would end the job that waits on this claim; the GpuVm's arrival wakes the claim.
+            return self.settings.timing.error_retry
         now = self._clock()
         self._read_owner_pods(c)
         live = self.book.liveness(c, now)
@@ -1093,6 +1099,15 @@ class Engine:
         if live is not None and live.live and isinstance(c.claim, Claim) and c.claim.owner_pods:
             delay = min(delay, self.settings.timing.resync) if delay is not None else self.settings.timing.resync
         return delay
+
+    async def _not_yet_announced(self, key: Key) -> bool:
+        """Whether a GpuVm this engine has not seen is stored all the same (a GET asks); when the
+        API server cannot say, it is taken as stored: waiting is safe, GpuVmNotFound is not."""
+        try:
+            return await self._status.exists(key[0], key[1], None)
+        except Exception as e:  # noqa: BLE001 - an unreadable answer must not end a job
+            log.debug("%s/%s: cannot tell whether the GpuVm is stored: %s", key[0], key[1], e)
+            return True
 
     def _read_owner_pods(self, c: TrackedClaim) -> None:
         """GET the owner Pods the claimant watch does not cover (no label), at most once per resync."""

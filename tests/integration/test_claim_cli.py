@@ -74,8 +74,8 @@ class Kube:
     def gpuvm(self, name: str, *, desired: str = "Auto", stuck: bool = False, labels: Mapping[str, str] | None = None) -> None:
         """A GpuVm of the VM vm-NAME. ``stuck``: Azure has no capacity for it, every start fails
         (AllocationFailed), so it never becomes Ready. With an operator running, returns once the
-        operator knows the GpuVm: it answers a claim of a GpuVm it was not told of yet with
-        GpuVmNotFound, which the wrapper takes as final (test_claim_order.py)."""
+        operator knows the GpuVm, so each test starts from a GpuVm the operator drives (a claim
+        that comes first waits for it: test_claim_order.py)."""
         if stuck:
             self.azure.fault(f"op=start vm=vm-{name} error=AllocationFailed")
         self.cluster.create(name, {"vm": {"resourceGroup": RG, "name": f"vm-{name}"}, "desiredState": desired}, labels=labels)

@@ -1,10 +1,11 @@
 """A claim the operator hears of before its GpuVm: it must wait, not answer GpuVmNotFound.
 
 kopf hands over GpuVms and claims on separate watches, in no particular order. The engine guards
-one direction (an Auto GpuVm waits until the claims are listed, test_claims.py) but not this
-one: a claim stepped before the GpuVm's watch has delivered it is answered ``GpuVmNotFound: no
-GpuVm X in namespace Y`` — and the claim wrapper takes that as final (exit 66, "it was
-deleted?"), so a job waiting for its VM fails while its GpuVm exists. Found on a real API server
+one direction (an Auto GpuVm waits until the claims are listed, test_claims.py); this is the
+other: a claim stepped before the GpuVm's watch has delivered it was answered ``GpuVmNotFound:
+no GpuVm X in namespace Y`` — and the claim wrapper takes that as final (exit 66, "it was
+deleted?"), so a job waiting for its VM failed while its GpuVm existed. The engine now asks the
+API server whether the GpuVm is stored before it says it is not. Found on a real API server
 (tests/realkube): for the first seconds of a new CRD, kube-apiserver answers its list with 429
 "storage is (re)initializing" and kopf retries, while the claims' watch already runs. An operator
 restart with a slow GpuVm list does the same to every job waiting at that moment. Here the
@@ -19,7 +20,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 import yaml
 
 from controller.demand import CLAIM_PLURAL
@@ -30,8 +30,6 @@ from tests.integration.conftest import NS, vm_id
 CLI = str(Path(sys.executable).parent / "gpuvm-operator")
 
 
-@pytest.mark.xfail(strict=True, reason="operator bug: a claim stepped before its GpuVm is known is answered GpuVmNotFound "
-                                       "(controller/engine.py _claim_step); the waiting wrapper exits 66")
 def test_a_job_waiting_while_the_operator_starts_gets_its_vm_when_the_gpuvm_list_comes_late(
     world: Sandbox, cluster: Cluster, start_operator: Callable[..., OperatorRunner], tmp_path: Path
 ) -> None:

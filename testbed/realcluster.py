@@ -76,6 +76,29 @@ def audited(log: Path, user: str) -> list[tuple[Access, int]]:
     return out
 
 
+def forbidden(log: Path, user: str) -> list[Access]:
+    """The requests of ``user`` that the authorizer (RBAC) refused, from the audit log.
+
+    Not every 403 is RBAC's: admission refuses what RBAC allowed, e.g. an Event posted into a
+    namespace that is being deleted (NamespaceLifecycle). The audit event says which: its
+    ``authorization.k8s.io/decision`` annotation is ``forbid`` only for the authorizer's refusals.
+    """
+    out: list[Access] = []
+    if not log.exists():
+        return out
+    for line in log.read_text().splitlines():
+        event = json.loads(line)
+        if (event.get("user") or {}).get("username") != user:
+            continue
+        if (event.get("annotations") or {}).get("authorization.k8s.io/decision") != "forbid":
+            continue
+        ref = event.get("objectRef") or {}
+        out.append(Access(event.get("userAgent", ""), event["verb"], ref.get("apiGroup", ""), ref.get("resource", ""),
+                          ref.get("subresource", ""), ref.get("namespace", ""), ref.get("name", ""),
+                          "" if ref else event["requestURI"].split("?")[0]))
+    return out
+
+
 def apply(api: client.ApiClient, objects: Iterable[Mapping[str, Any]], *, timeout: float = 60.0) -> None:
     """``kubectl apply --server-side --force-conflicts`` of ``objects``, CRDs first and waited for
     until Established (the API serves their kinds only then), idempotent: a session's tests may

@@ -27,7 +27,7 @@ from controller.gpuvm import GROUP, PLURAL, VERSION
 from testbed.azuresim import AzureComputeSimulator, SimulatorConfig, SimVm
 from testbed.controlplane import ControlPlane
 from testbed.kubeemu.access import Access
-from testbed.realcluster import apply, audited, service_account_token
+from testbed.realcluster import apply, audited, forbidden, service_account_token
 from testbed.sandbox import Azure, Cluster, OperatorRunner, simulator_flags, stop_operators, token_file, wait_for
 from testbed.serving import ServerThread
 from tests.deploy.conftest import OPERATOR_NAMESPACE, render
@@ -103,6 +103,11 @@ class World:
         from the API server's audit log, the operator's own (kopf and its status writer) only."""
         return [(a, code) for a, code in audited(audit_log(self.control_plane), OPERATOR_USER)
                 if a.user_agent.startswith(OPERATOR_AGENTS)]
+
+    def refused_by_rbac(self) -> list[Access]:
+        """The operator's requests that RBAC refused (an admission refusal, such as an Event
+        posted into another test's namespace while it is deleted, is not RBAC's)."""
+        return [a for a in forbidden(audit_log(self.control_plane), OPERATOR_USER) if a.user_agent.startswith(OPERATOR_AGENTS)]
 
     def stop(self) -> None:
         errors = stop_operators(self.operators)

@@ -92,7 +92,9 @@ _QUIET_REASONS = frozenset({Reason.RECONCILED, Reason.STARTING, Reason.DEALLOCAT
 class StatusSink(Protocol):
     async def replace_status(self, namespace: str, name: str, status: Mapping[str, Any], *, plural: str = ...) -> Stored: ...
 
-    async def exists(self, namespace: str, name: str, uid: str | None) -> bool: ...
+    async def exists(self, namespace: str, name: str, uid: str) -> bool: ...
+
+    async def stored(self, namespace: str, name: str) -> bool: ...
 
 
 # An owner Pod's phase by a GET, for owners the claimant watch does not cover (None: gone).
@@ -1101,10 +1103,11 @@ class Engine:
         return delay
 
     async def _not_yet_announced(self, key: Key) -> bool:
-        """Whether a GpuVm this engine has not seen is stored all the same (a GET asks); when the
-        API server cannot say, it is taken as stored: waiting is safe, GpuVmNotFound is not."""
+        """Whether a GpuVm this engine has not seen is stored all the same (the API server is
+        asked); when it cannot say, the GpuVm is taken as stored: waiting is safe, GpuVmNotFound
+        is not (the claim is looked at again after --error-retry)."""
         try:
-            return await self._status.exists(key[0], key[1], None)
+            return await self._status.stored(key[0], key[1])
         except Exception as e:  # noqa: BLE001 - an unreadable answer must not end a job
             log.debug("%s/%s: cannot tell whether the GpuVm is stored: %s", key[0], key[1], e)
             return True

@@ -200,9 +200,9 @@ class StatusWriter:
         metadata = body.get("metadata") or {}
         return Stored(str(metadata.get("resourceVersion") or ""), body.get("status") or {})
 
-    async def exists(self, namespace: str, name: str, uid: str | None) -> bool:
-        """Whether the GpuVm (this incarnation of it; None: any) is stored: after a pause, objects
-        deleted meanwhile were never announced; a claim may be announced before its GpuVm."""
+    async def exists(self, namespace: str, name: str, uid: str) -> bool:
+        """Whether the GpuVm (this incarnation of it) is still stored: after a pause, objects
+        deleted meanwhile were never announced."""
 
         def call() -> Any:
             return self._api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, _request_timeout=30)
@@ -213,7 +213,19 @@ class StatusWriter:
             if e.status == 404:
                 return False
             raise
-        return uid is None or (body.get("metadata") or {}).get("uid") == uid
+        return (body.get("metadata") or {}).get("uid") == uid
+
+    async def stored(self, namespace: str, name: str) -> bool:
+        """Whether a GpuVm of that name is stored (a claim may be announced before its GpuVm).
+        A list narrowed to the name, not a GET: the shipped role grants GpuVms list and watch,
+        and get only to HA replicas."""
+
+        def call() -> Any:
+            return self._api.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, limit=1,
+                                                           field_selector=f"metadata.name={name}", _request_timeout=30)
+
+        body = await self._call(call)
+        return bool(body.get("items"))
 
     async def in_thread(self, call: Callable[[], T]) -> T:
         """A blocking read of this client's (an owner Pod's phase) in the writer's thread pool."""

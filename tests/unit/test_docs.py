@@ -79,7 +79,7 @@ def options_of(command: str) -> set[str]:
 
 COMMAND = re.compile(r"(?:gpuvm-operator|kubectl gpuvm) ([a-z][a-z-]+)((?: +[^\s|`#]+)*)")
 # Documents that show no command line of the operator (GitOps is Argo CD's and Flux's settings).
-WITHOUT_COMMANDS = {"docs/gitops.md", "docs/testing.md"}
+WITHOUT_COMMANDS = {"docs/gitops.md"}
 
 
 def command_lines(doc: str) -> list[re.Match[str]]:

@@ -168,6 +168,7 @@ class Fleet:
         self.expected: Callable[[], Awaitable[int | None]] | None = None
         self.announced: Callable[[], int] = lambda: 0
         self._expected_count: asyncio.Future[int | None] | None = None
+        self._started = False
         self.vms: dict[str, VmState] = {}
         self._subs: dict[str, _Subscription] = {}
         self._reads: set[asyncio.Task[None]] = set()
@@ -457,6 +458,7 @@ class Fleet:
                 await asyncio.sleep(ANNOUNCED_QUIET)
                 if self.announced() != seen:
                     seen, last = self.announced(), loop.time()
+            self._started = True  # the start-up's list is in: later first walks do not wait for it
         deadline = loop.time() + ANNOUNCED_WAIT
         count = len(self._wanted(subscription))
         while loop.time() < deadline:
@@ -467,8 +469,10 @@ class Fleet:
             count = now
 
     async def _expected(self) -> int | None:
-        """What ``expected`` says, once per fleet; None when it cannot (a selector, an error)."""
-        if self.expected is None:
+        """What ``expected`` says, once per fleet and only for the first walks of its start-up (a
+        subscription first named later has no list to wait for); None when it cannot (a
+        selector, an error)."""
+        if self.expected is None or self._started:
             return None
         if self._expected_count is None:
             self._expected_count = asyncio.ensure_future(self.expected())

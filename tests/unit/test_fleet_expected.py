@@ -105,3 +105,24 @@ async def test_without_a_count_the_walk_starts_after_a_quiet_period_as_before() 
             await world.announce(TOTAL)
     finally:
         await world.fleet.close()
+
+
+async def test_a_subscription_first_named_after_the_start_up_does_not_wait_for_the_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The count is the start-up's list: once it was waited for, a later first walk (a GpuVm
+    naming a new subscription an hour later, with GpuVms deleted meanwhile) starts as before."""
+    monkeypatch.setattr(fleet_module, "EXPECTED_QUIET", 60.0)
+    world = World(lambda: _count(TOTAL))
+    try:
+        world.fleet.ensure_walker(SUB)
+        await world.announce(TOTAL)
+        await asyncio.wait_for(world.walked.wait(), 30)
+        later = "00000000-0000-0000-0000-0000000000cc"
+        world.fleet._wanted = lambda sub: {"x"} if sub == later else set(world.wanted)  # type: ignore[method-assign]
+        world.wanted.clear()  # GpuVms deleted: announced (0) stays below the count (TOTAL)
+        world.walked.clear()
+        world.fleet.ensure_walker(later)
+        await asyncio.wait_for(world.walked.wait(), 5)  # not after EXPECTED_QUIET (60 s)
+    finally:
+        await world.fleet.close()

@@ -128,8 +128,11 @@ def targets(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
     if census:
         row(f"census, {census['gpuvms']:,} GpuVms: operator memory per GpuVm (tracemalloc)", "(reported)",
             f"{census['bytes_per_gpuvm'] / 1024:.1f} KiB", None)
-    row("suite runtime (this machine)", "< 25 min incl. setup", f"{doc.get('runtime_seconds', 0) / 60:.1f} min (bench only)",
-        doc.get("runtime_seconds", 0) < 1500)
+    # The worlds on the real control plane (world S twice more, world A) add about a quarter of an hour.
+    budget = 25 + (15 if (r.get("real_control_plane") or {}).get("available") else 0)
+    row("suite runtime (this machine)", f"< {budget} min incl. setup" + (" (25 + 15 for the real control plane's worlds)"
+                                                                        if budget > 25 else ""),
+        f"{doc.get('runtime_seconds', 0) / 60:.1f} min (bench only)", doc.get("runtime_seconds", 0) < budget * 60)
     return rows
 
 

@@ -372,7 +372,8 @@ def targets(s: dict[str, Any]) -> list[Target]:
         Target("cold start: operator start -> all Ready and current", f"<= {cold_bound:g} s" if cold_bound else "(no target)",
                f"{cold['seconds']:.1f} s", _at_most(cold["seconds"], cold_bound)),
         Target("reaction (PATCH -> start request): p50", f"<= {REACTION_TARGET_MS[0]:g} ms",
-               f"{p50:.1f} ms" + (f" (of which the emulator's watch delivery {delivery['p50_ms']:.1f} ms)" if delivery else ""),
+               f"{p50:.1f} ms" + (f" (of which the {'API server' if real else 'emulator'}'s watch delivery "
+                                  f"{delivery['p50_ms']:.1f} ms)" if delivery else ""),
                _at_most(p50, REACTION_TARGET_MS[0])),
         Target("reaction: p99", f"<= {REACTION_TARGET_MS[1]:g} ms", f"{p99:.1f} ms", _at_most(p99, REACTION_TARGET_MS[1])),
         Target(f"settled CPU (resync {settled['resync_seconds']:g} s, {settled['window_seconds']:.0f} s window)",

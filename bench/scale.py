@@ -125,7 +125,7 @@ async def run(procs: Processes, plan: ScalePlan, *, opened: list[World],
         peak = sampler.stop()
         out["adoption"]["operator_peak_rss_mib"] = peak["peak_rss_mib"]
         out["adoption"]["peak_at_seconds"] = peak["peak_at_seconds"]
-        out["adoption"]["operator_hwm_rss_mib"] = hwm_mib(operator.proc)
+        out["adoption"]["operator_hwm_rss_mib"] = round(hwm_mib(operator.proc), 1)  # as the peak: rounding keeps the order
         out["adoption"]["log_lines"], out["adoption"]["log_bytes"] = log_volume(operator.proc)
         out["gpuvm_json"] = measure.object_bytes(list(world.watcher.objects.values())[:2000])
         world.stop_operator(side_name)

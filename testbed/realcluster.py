@@ -53,11 +53,10 @@ def audit_flags(workdir: Path) -> tuple[str, ...]:
             "--audit-log-format=json", "--audit-log-maxsize=0")
 
 
-def audited(log: Path, user: str) -> list[tuple[Access, int]]:
-    """The requests ``user`` made, from the audit log, each with the HTTP status it got, as
-    testbed.kubeemu.access.Access records (so the RBAC comparisons written for the emulator's
-    access log apply unchanged)."""
-    out: list[tuple[Access, int]] = []
+def _events(log: Path, user: str) -> list[tuple[Access, dict[str, Any]]]:
+    """``user``'s audit events, each with its request as a testbed.kubeemu.access.Access record
+    (so the RBAC comparisons written for the emulator's access log apply unchanged)."""
+    out: list[tuple[Access, dict[str, Any]]] = []
     if not log.exists():
         return out
     for line in log.read_text().splitlines():
@@ -66,14 +65,18 @@ def audited(log: Path, user: str) -> list[tuple[Access, int]]:
             continue
         ref = event.get("objectRef")
         agent = event.get("userAgent", "")
-        code = int((event.get("responseStatus") or {}).get("code", 0))
         if ref is None:
             access = Access(agent, event["verb"], path=event["requestURI"].split("?")[0])
         else:
             access = Access(agent, event["verb"], ref.get("apiGroup", ""), ref.get("resource", ""),
                             ref.get("subresource", ""), ref.get("namespace", ""), ref.get("name", ""))
-        out.append((access, code))
+        out.append((access, event))
     return out
+
+
+def audited(log: Path, user: str) -> list[tuple[Access, int]]:
+    """The requests ``user`` made, from the audit log, each with the HTTP status it got."""
+    return [(access, int((event.get("responseStatus") or {}).get("code", 0))) for access, event in _events(log, user)]
 
 
 def forbidden(log: Path, user: str) -> list[Access]:
@@ -83,20 +86,8 @@ def forbidden(log: Path, user: str) -> list[Access]:
     namespace that is being deleted (NamespaceLifecycle). The audit event says which: its
     ``authorization.k8s.io/decision`` annotation is ``forbid`` only for the authorizer's refusals.
     """
-    out: list[Access] = []
-    if not log.exists():
-        return out
-    for line in log.read_text().splitlines():
-        event = json.loads(line)
-        if (event.get("user") or {}).get("username") != user:
-            continue
-        if (event.get("annotations") or {}).get("authorization.k8s.io/decision") != "forbid":
-            continue
-        ref = event.get("objectRef") or {}
-        out.append(Access(event.get("userAgent", ""), event["verb"], ref.get("apiGroup", ""), ref.get("resource", ""),
-                          ref.get("subresource", ""), ref.get("namespace", ""), ref.get("name", ""),
-                          "" if ref else event["requestURI"].split("?")[0]))
-    return out
+    return [access for access, event in _events(log, user)
+            if (event.get("annotations") or {}).get("authorization.k8s.io/decision") == "forbid"]
 
 
 def apply(api: client.ApiClient, objects: Iterable[Mapping[str, Any]], *, timeout: float = 60.0) -> None:

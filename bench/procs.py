@@ -237,9 +237,6 @@ class Emulator:
     def procs(self) -> list[Proc]:
         return [self.proc]
 
-    def stop(self, procs: "Processes") -> None:
-        procs.stop(self.proc)
-
 
 @dataclass
 class RealKube:
